@@ -1,0 +1,21 @@
+"""The lightweight ResNet (417k parameters) with the reference study's recipe.
+
+Train, select on PublicTest, report PrivateTest:
+  python -m fer_jax.main --config=configs/resnet_small.py \
+      --workdir=runs/resnet_small \
+      --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz
+
+Recipe: Adam 1e-3, batch 64, up to 40 epochs, reduce-on-plateau (x0.5 after
+3 epochs), early stopping on validation macro-F1, rotation/shift/zoom/flip.
+Quick check on a laptop: add `--config.data.max_per_class=100
+--config.train.epochs=2`.
+"""
+
+from fer_jax.config import default_config
+
+
+def get_config():
+  config = default_config()
+  config.model.name = 'resnet_small'
+  config.model.dropout = 0.15
+  return config

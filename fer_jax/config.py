@@ -1,0 +1,68 @@
+"""Every knob of a run, with its default. Config files in configs/ start here.
+
+Each value can be overridden on the command line, e.g.
+`--config.train.epochs=5 --config.data.max_per_class=200`.
+"""
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The reference recipe: resnet_small, Adam 1e-3, batch 64, 40 epochs."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  # fer2013.csv / .csv.gz / .tar.gz, an image folder or .zip, or a TFDS
+  # data_dir prepared by `python -m fer_jax.data.tfds_fer2013`.
+  data.path = ''
+  data.ferplus_path = ''  # fer2013new.csv: FER+ labels over the CSV rows.
+  data.label_mode = 'majority'  # How FER+ votes become labels.
+  data.on_bad_record = 'error'  # Or 'skip': skip bad records, count them.
+  # Image folders without Training_/PublicTest_/PrivateTest_ names.
+  data.split_ratios = (0.7, 0.15, 0.15)
+  data.classes = ''  # Comma-separated subset, e.g. 'angry,fear,happy'.
+  data.max_per_class = 0  # Cap on images per class in every split; 0: none.
+  data.balance = 'none'  # 'undersample': train classes cut to the smallest.
+  data.num_workers = 0  # Grain worker processes; 0 augments in-process.
+  data.prefetch_batches = 2  # Host batches staged on the device ahead.
+  # Model input: grey 48x48 -> `channels` x `image_size`, then normalised:
+  # 'symmetric' ([-1, 1]), 'dataset' (train mean/std) or 'imagenet'.
+  data.image_size = 48
+  data.channels = 1
+  data.normalization = 'symmetric'
+  data.augment = augment = ml_collections.ConfigDict()
+  augment.rotation = 10.0  # Degrees, +-.
+  augment.translation = 0.1  # Fraction of the image size, +-.
+  augment.zoom = 0.1  # Relative scale change, +-.
+  augment.hflip = True
+  augment.brightness = 0.0  # Fraction of 255, +-.
+  augment.contrast = 0.0  # Relative contrast change, +-.
+
+  config.model = model = ml_collections.ConfigDict()
+  model.name = 'resnet_small'  # Other fields are the model's own settings.
+  model.dropout = 0.0
+
+  config.train = train = ml_collections.ConfigDict()
+  train.epochs = 40
+  train.batch_size = 64  # Global, over all devices and hosts.
+  train.optimizer = 'adam'  # 'adam', 'adamw' or 'sgd'.
+  train.learning_rate = 1e-3
+  train.momentum = 0.9  # sgd only.
+  train.nesterov = False  # sgd only.
+  # Decoupled for adamw, L2 added to the gradient otherwise; biases and
+  # normalisation scales are never decayed.
+  train.weight_decay = 0.0
+  train.schedule = 'plateau'  # 'constant', 'cosine' or 'plateau'.
+  train.warmup_epochs = 0  # Linear warm-up before the cosine decay.
+  train.plateau_factor = 0.5  # Reduce-on-plateau on the validation loss.
+  train.plateau_patience = 3
+  train.label_smoothing = 0.0
+  train.class_weights = 'none'  # 'balanced': n / (classes * count) per class.
+  train.early_stopping_patience = 10  # Epochs without improvement; 0: off.
+  # Chooses the best checkpoint and drives early stopping (higher is better,
+  # except for *loss).
+  train.selection_metric = 'val/macro_f1'
+  train.log_every_steps = 20  # Progress-bar refresh (one host sync each).
+  train.eval_batch_size = 512
+  return config

@@ -1,0 +1,105 @@
+"""`config.data` -> the dataset a run trains on: read, then the class options.
+
+The class options come from the reference studies: a class subset, a cap on
+images per class (in every split, which also makes quick runs quick), random
+undersampling of the training split to balance it, and class weights.
+"""
+
+import logging
+
+import ml_collections
+import numpy as np
+
+from fer_jax.data import sources
+from fer_jax.errors import UserError
+
+BALANCE_MODES = ('none', 'undersample')
+CLASS_WEIGHT_MODES = ('none', 'balanced')
+
+
+def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
+  # Imported lazily: TFDS takes seconds to import and most runs read files.
+  from fer_jax.data import tfds_fer2013  # pylint: disable=g-import-not-at-top
+  if config.path and tfds_fer2013.is_prepared(config.path):
+    return tfds_fer2013.load_prepared(config.path)
+  return sources.load(config.path, ferplus_path=config.ferplus_path,
+                      label_mode=config.label_mode,
+                      on_bad_record=config.on_bad_record,
+                      split_ratios=config.split_ratios, seed=seed)
+
+
+def select_classes(data: sources.FerData, names: list[str]) -> sources.FerData:
+  """Keeps the classes `names`, relabelled 0..len(names)-1 in that order."""
+  unknown = [n for n in names if n not in data.class_names]
+  if unknown or len(set(names)) != len(names) or len(names) < 2:
+    raise UserError(f'config.data.classes={",".join(names)!r} must name at '
+                    'least two distinct classes from '
+                    f'{",".join(data.class_names)}.')
+  new_label = np.full(data.num_classes, -1, np.int32)
+  new_label[[data.class_names.index(n) for n in names]] = np.arange(len(names))
+  splits = {}
+  for name, split in data.splits.items():
+    kept = split.take(np.flatnonzero(new_label[split.labels] >= 0))
+    splits[name] = sources.Split(kept.images, new_label[kept.labels])
+  return sources.FerData(tuple(names), splits, data.skipped)
+
+
+def cap_per_class(split: sources.Split, cap: int,
+                  rng: np.random.Generator) -> sources.Split:
+  """A random subset with at most `cap` images of each class, order kept."""
+  keep = [rng.permutation(np.flatnonzero(split.labels == c))[:cap]
+          for c in np.unique(split.labels)]
+  return split.take(np.sort(np.concatenate(keep)))
+
+
+def apply_class_options(data: sources.FerData,
+                        config: ml_collections.ConfigDict,
+                        seed: int) -> sources.FerData:
+  """Class subset, then per-class cap (all splits), then undersampling."""
+  if config.balance not in BALANCE_MODES:
+    raise UserError(f'config.data.balance={config.balance!r} is not one of '
+                    f'{BALANCE_MODES}.')
+  if config.max_per_class < 0:
+    raise UserError('config.data.max_per_class must be >= 0 (0: no cap).')
+  if config.classes:
+    data = select_classes(
+        data, [n.strip() for n in config.classes.split(',') if n.strip()])
+  rng = np.random.default_rng(seed)
+  splits = dict(data.splits)
+  if config.max_per_class:
+    splits = {name: cap_per_class(split, config.max_per_class, rng)
+              for name, split in splits.items()}
+  if config.balance == 'undersample':
+    counts = np.bincount(splits['train'].labels, minlength=data.num_classes)
+    smallest = counts[counts > 0].min()
+    splits['train'] = cap_per_class(splits['train'], smallest, rng)
+  return sources.FerData(data.class_names, splits, data.skipped)
+
+
+def load(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
+  """Reads `config.path` (config.data) and applies its class options."""
+  data = apply_class_options(_read(config, seed), config, seed)
+  for name, split in data.splits.items():
+    logging.info('%s: %d images, per class %s', name, len(split),
+                 dict(zip(data.class_names,
+                          np.bincount(split.labels,
+                                      minlength=data.num_classes).tolist())))
+  empty = [name for name, split in data.splits.items() if not len(split)]
+  if empty:
+    raise UserError(f'{config.path}: the {"/".join(empty)} split is empty '
+                    'after the class options; check config.data.classes, '
+                    'max_per_class and split_ratios.')
+  return data
+
+
+def class_weights(labels: np.ndarray, num_classes: int,
+                  mode: str) -> np.ndarray:
+  """Per-class loss weights: ones, or n / (classes * count) ('balanced')."""
+  if mode not in CLASS_WEIGHT_MODES:
+    raise UserError(f'config.train.class_weights={mode!r} is not one of '
+                    f'{CLASS_WEIGHT_MODES}.')
+  if mode == 'none':
+    return np.ones(num_classes, np.float32)
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  weights = len(labels) / (num_classes * np.maximum(counts, 1))
+  return weights.astype(np.float32)

@@ -1,0 +1,72 @@
+"""Grain input pipelines: shuffled, augmented, batched uint8 faces.
+
+The train stream is one endless, seeded Grain dataset (a new permutation per
+epoch), so its iterator position is the whole pipeline state: it is saved
+with each checkpoint and a resumed run continues at the exact batch.
+"""
+
+import collections
+import itertools
+from collections.abc import Iterator
+
+import grain
+import jax
+import ml_collections
+
+from fer_jax.data import augment
+from fer_jax.data.sources import Split
+
+
+class ArraySource(grain.sources.RandomAccessDataSource):
+  """Grain source over in-memory arrays; elements {'image', 'label'}."""
+
+  def __init__(self, split: Split):
+    self._images = split.images
+    self._labels = split.labels
+
+  def __len__(self) -> int:
+    return len(self._labels)
+
+  def __getitem__(self, index: int) -> dict:
+    return {'image': self._images[index], 'label': self._labels[index]}
+
+
+def train_dataset(split: Split, *, batch_size: int, seed: int,
+                  augment_config: ml_collections.ConfigDict | None,
+                  num_workers: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """Endless batches of this process's share: {'image': uint8 [B, 48, 48],
+  'label': int32 [B]}, with `batch_size` the per-process batch."""
+  dataset = grain.MapDataset.source(ArraySource(split)).seed(seed)
+  dataset = dataset.shuffle().repeat()
+  if process_count > 1:
+    dataset = dataset[process_index::process_count]
+  transform = augment.from_config(augment_config) if augment_config else None
+  if transform is not None:
+    dataset = dataset.random_map(transform)
+  dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  if num_workers:
+    dataset = dataset.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=num_workers))
+  return dataset
+
+
+def to_device(batches: Iterator[dict], sharding: jax.sharding.Sharding,
+              size: int) -> Iterator[dict]:
+  """Puts host batches on the devices `size` batches ahead of their use.
+
+  Each process gives its local rows; the result is one global array sharded
+  along the batch axis. Only what the caller consumes is read from
+  `batches` beyond the `size` staged, so bound `batches` (e.g. with
+  itertools.islice) when its position is checkpointed.
+  """
+  def put(batch):
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  queue = collections.deque(put(b) for b in itertools.islice(batches, size))
+  while queue:
+    yield queue.popleft()
+    for batch in itertools.islice(batches, 1):
+      queue.append(put(batch))
+

@@ -1,0 +1,69 @@
+"""Model input on the device: uint8 grey faces -> normalised float images.
+
+Runs inside the jitted train / eval / predict functions, so the host ships
+uint8 (4x less traffic than float32) and every consumer of a trained model
+normalises exactly as training did.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fer_jax.errors import UserError
+
+NORMALIZATIONS = ('symmetric', 'dataset', 'imagenet')
+_IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """Size, channels and per-channel mean / std (in grey levels) of the input."""
+  image_size: int
+  channels: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+    """uint8 [N, H, W] or [N, H, W, 1] -> float32 [N, size, size, channels]."""
+    x = images.astype(jnp.float32)
+    if x.ndim == 3:
+      x = x[..., None]
+    if x.shape[1:3] != (self.image_size, self.image_size):
+      x = jax.image.resize(
+          x, (x.shape[0], self.image_size, self.image_size, 1), 'bilinear')
+    if self.channels != 1:
+      x = jnp.repeat(x, self.channels, axis=-1)
+    return (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, values: dict) -> 'InputSpec':
+    return cls(values['image_size'], values['channels'],
+               tuple(values['mean']), tuple(values['std']))
+
+
+def input_spec(normalization: str, image_size: int, channels: int,
+               train_images: np.ndarray) -> InputSpec:
+  """The spec for a normalisation mode; 'dataset' measures `train_images`."""
+  if channels not in (1, 3):
+    raise UserError(f'config.data.channels={channels} must be 1 or 3.')
+  if normalization == 'symmetric':
+    mean, std = (127.5,), (127.5,)
+  elif normalization == 'dataset':
+    pixels = train_images.astype(np.float64)
+    mean, std = (float(pixels.mean()),), (float(pixels.std()),)
+  elif normalization == 'imagenet':
+    if channels != 3:
+      raise UserError("config.data.normalization='imagenet' needs "
+                      'config.data.channels=3.')
+    mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+  else:
+    raise UserError(f'config.data.normalization={normalization!r} is not one '
+                    f'of {NORMALIZATIONS}.')
+  return InputSpec(image_size, channels, mean * (channels // len(mean)),
+                   std * (channels // len(std)))

@@ -1,0 +1,43 @@
+"""Trains a FER model, then reports its best checkpoint on val and test.
+
+  python -m fer_jax.main --config=configs/resnet_small.py \
+      --workdir=runs/resnet_small \
+      --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz
+
+Re-running the same command on an existing workdir resumes it.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fer_jax.errors import UserError
+from fer_jax.evaluate import report
+from fer_jax.train import loop
+
+config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Run directory: config, metrics, '
+                    'checkpoints and reports; resumed if it exists.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  try:
+    run, data = loop.train(flags.FLAGS.config, flags.FLAGS.workdir)
+    result = report.write_report(run, data)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(f'val accuracy {result["val"]["accuracy"]:.4f} macro-F1 '
+        f'{result["val"]["macro_f1"]:.4f} | test accuracy '
+        f'{result["test"]["accuracy"]:.4f} macro-F1 '
+        f'{result["test"]["macro_f1"]:.4f} | report: {run.file("report.json")}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,155 @@
+"""One run directory: everything needed to resume a run or regenerate results.
+
+  config.json        the resolved config the run was started with
+  dataset.json       class names, model input spec, split sizes, skipped records
+  metrics.jsonl      one JSON line per epoch (train and validation metrics)
+  tensorboard/       the same metrics as TensorBoard event files
+  checkpoints/latest orbax: model, optimizer, loop state and data iterator
+  checkpoints/best   orbax: model and loop state of the best epoch so far
+  report.json        val and test metrics of the best checkpoint
+  confusion_matrix.png
+
+Checkpoints hold items `model` ({params, batch_stats}), `optimizer` ({step,
+opt_state}), `loop` (JSON: epoch, early-stopping and plateau counters) and
+`data` (the Grain iterator position), so a predictor can restore `model` alone.
+"""
+
+import json
+import os
+from typing import Any
+
+import grain
+import ml_collections
+import orbax.checkpoint as ocp
+
+from fer_jax.errors import UserError
+
+CONFIG = 'config.json'
+DATASET = 'dataset.json'
+METRICS = 'metrics.jsonl'
+REPORT = 'report.json'
+TENSORBOARD = 'tensorboard'
+
+
+def as_json(config: ml_collections.ConfigDict) -> dict:
+  """The config as it reads back from config.json (tuples become lists)."""
+  return json.loads(json.dumps(config.to_dict()))
+
+
+class RunDir:
+  """Files of one run; creates the directory, checks that it is writable."""
+
+  def __init__(self, path: str, create: bool = True):
+    self.path = os.path.abspath(path)
+    if create:
+      try:
+        os.makedirs(self.path, exist_ok=True)
+        probe = os.path.join(self.path, '.write_test')
+        with open(probe, 'w') as f:
+          f.write('')
+        os.remove(probe)
+      except OSError as e:
+        raise UserError(f'Cannot write to workdir {path} ({e.strerror}); '
+                        'choose another --workdir.') from None
+    elif not os.path.isfile(self.file(CONFIG)):
+      raise UserError(f'{path} is not a run directory (no {CONFIG}); give '
+                      'the --workdir of a training run.')
+    self._managers: dict[str, ocp.CheckpointManager] = {}
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)
+
+  # --------------------------------------------------------------- JSON files.
+
+  def write_json(self, name: str, value: Any) -> None:
+    """Writes atomically, so a kill never leaves half a file."""
+    tmp = self.file(name + '.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(value, f, indent=2)
+    os.replace(tmp, self.file(name))
+
+  def read_json(self, name: str) -> Any:
+    with open(self.file(name)) as f:
+      return json.load(f)
+
+  def save_config(self, config: ml_collections.ConfigDict) -> None:
+    self.write_json(CONFIG, as_json(config))
+
+  def load_config(self) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(self.read_json(CONFIG))
+
+  # ------------------------------------------------------------------ Metrics.
+
+  def read_metrics(self) -> list[dict]:
+    if not os.path.exists(self.file(METRICS)):
+      return []
+    with open(self.file(METRICS)) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+  def append_metrics(self, record: dict) -> None:
+    with open(self.file(METRICS), 'a') as f:
+      f.write(json.dumps(record) + '\n')
+
+  def truncate_metrics(self, last_epoch: int) -> None:
+    """Drops records after `last_epoch`: epochs a resumed run will redo."""
+    kept = [r for r in self.read_metrics() if r['epoch'] <= last_epoch]
+    tmp = self.file(METRICS + '.tmp')
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in kept)
+    os.replace(tmp, self.file(METRICS))
+
+  # -------------------------------------------------------------- Checkpoints.
+
+  def _manager(self, kind: str) -> ocp.CheckpointManager:
+    if kind not in self._managers:
+      # Two latest checkpoints, so a damaged newest one has a fallback.
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=2 if kind == 'latest' else 1, create=True)
+      self._managers[kind] = ocp.CheckpointManager(
+          os.path.join(self.path, 'checkpoints', kind), options=options)
+    return self._managers[kind]
+
+  def latest_epoch(self, kind: str = 'latest') -> int | None:
+    return self._manager(kind).latest_step()
+
+  def save(self, kind: str, epoch: int, *, model: Any, loop: dict,
+           optimizer: Any = None,
+           data_iterator: grain.DatasetIterator | None = None) -> None:
+    """Saves a checkpoint of `kind` ('latest' or 'best') for `epoch`."""
+    items = {'model': ocp.args.StandardSave(model),
+             'loop': ocp.args.JsonSave(loop)}
+    if optimizer is not None:
+      items['optimizer'] = ocp.args.StandardSave(optimizer)
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    self._manager(kind).save(epoch, args=ocp.args.Composite(**items),
+                             force=True)
+
+  def restore(self, kind: str, *, model: Any, optimizer: Any = None,
+              data_iterator: grain.DatasetIterator | None = None,
+              epoch: int | None = None) -> dict:
+    """Restores the items given as templates; returns them and `loop`.
+
+    `data_iterator` is restored in place. Without `epoch`, the newest.
+    """
+    manager = self._manager(kind)
+    epoch = manager.latest_step() if epoch is None else epoch
+    if epoch is None:
+      raise UserError(f'{self.path} has no {kind} checkpoint; train first '
+                      f'(python -m fer_jax.main --workdir={self.path} ...).')
+    items = {'model': ocp.args.StandardRestore(model),
+             'loop': ocp.args.JsonRestore()}
+    if optimizer is not None:
+      items['optimizer'] = ocp.args.StandardRestore(optimizer)
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return dict(manager.restore(epoch, args=ocp.args.Composite(**items)))
+
+  def wait_until_finished(self) -> None:
+    for manager in self._managers.values():
+      manager.wait_until_finished()
+
+  def close(self) -> None:
+    for manager in self._managers.values():
+      manager.close()
+    self._managers.clear()

@@ -1,0 +1,98 @@
+"""Optimizers and learning-rate schedules from `config.train`, all optax.
+
+The optimizer is wrapped in `optax.inject_hyperparams`, so the current
+learning rate lives in `opt_state.hyperparams['learning_rate']`: it is logged
+from there, checkpointed with the optimizer, and reduce-on-plateau scales it
+between epochs without recompiling the train step.
+"""
+
+import dataclasses
+import math
+
+import jax
+import ml_collections
+import optax
+
+from fer_jax.errors import UserError
+
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+SCHEDULES = ('constant', 'cosine', 'plateau')
+
+
+def _decay_mask(params):
+  # Kernels only: decaying biases and BatchNorm scales hurts small models.
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _optimizer(learning_rate, *, name: str, momentum: float, nesterov: bool,
+               weight_decay: float) -> optax.GradientTransformation:
+  if name == 'adamw':
+    return optax.adamw(learning_rate, weight_decay=weight_decay,
+                       mask=_decay_mask)
+  if name == 'adam':
+    optimizer = optax.adam(learning_rate)
+  else:
+    optimizer = optax.sgd(learning_rate, momentum=momentum or None,
+                          nesterov=nesterov)
+  if weight_decay:
+    optimizer = optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=_decay_mask), optimizer)
+  return optimizer
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict,
+                           steps_per_epoch: int) -> optax.Schedule | float:
+  """`config.train`'s schedule over steps; 'plateau' starts constant."""
+  if config.schedule not in SCHEDULES:
+    raise UserError(f'config.train.schedule={config.schedule!r} is not one '
+                    f'of {SCHEDULES}.')
+  if config.learning_rate <= 0:
+    raise UserError('config.train.learning_rate must be > 0.')
+  if config.schedule != 'cosine':
+    return config.learning_rate
+  total_steps = max(config.epochs * steps_per_epoch, 1)
+  warmup_steps = min(int(config.warmup_epochs * steps_per_epoch),
+                     total_steps - 1)
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0 if warmup_steps else config.learning_rate,
+      peak_value=config.learning_rate, warmup_steps=warmup_steps,
+      decay_steps=total_steps)
+
+
+def create(config: ml_collections.ConfigDict,
+           steps_per_epoch: int) -> optax.GradientTransformation:
+  """The optimizer of `config.train`, learning rate injected as state."""
+  if config.optimizer not in OPTIMIZERS:
+    raise UserError(f'config.train.optimizer={config.optimizer!r} is not one '
+                    f'of {OPTIMIZERS}.')
+  if config.weight_decay < 0:
+    raise UserError('config.train.weight_decay must be >= 0.')
+  return optax.inject_hyperparams(
+      _optimizer, static_args=('name', 'momentum', 'nesterov', 'weight_decay'))(
+          learning_rate=learning_rate_schedule(config, steps_per_epoch),
+          name=config.optimizer, momentum=config.momentum,
+          nesterov=config.nesterov, weight_decay=config.weight_decay)
+
+
+@dataclasses.dataclass
+class ReduceOnPlateau:
+  """Multiplies the learning rate by `factor` after `patience` epochs
+  without a new lowest validation loss (Keras' ReduceLROnPlateau)."""
+  factor: float
+  patience: int
+  best: float = math.inf
+  bad_epochs: int = 0
+
+  def scale(self, value: float) -> float:
+    """Records one epoch's value; returns the factor to apply now (or 1)."""
+    if value < self.best:
+      self.best, self.bad_epochs = value, 0
+      return 1.0
+    self.bad_epochs += 1
+    if self.bad_epochs < self.patience:
+      return 1.0
+    self.bad_epochs = 0
+    return self.factor
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)

@@ -1,0 +1,81 @@
+"""The train state and the train step: pure functions over pytrees."""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from fer_jax.data.preprocess import InputSpec
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: optax.OptState
+
+  @property
+  def model_variables(self) -> dict:
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def init_state(model: nn.Module, optimizer: optax.GradientTransformation,
+               input_spec: InputSpec, rng: jax.Array) -> TrainState:
+  dummy = jnp.zeros((1, input_spec.image_size, input_spec.image_size,
+                     input_spec.channels), jnp.float32)
+  variables = model.init(rng, dummy, train=False)
+  return TrainState(step=jnp.zeros((), jnp.int32),
+                    params=variables['params'],
+                    batch_stats=variables.get('batch_stats', {}),
+                    opt_state=optimizer.init(variables['params']))
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
+                  class_weights: jnp.ndarray,
+                  label_smoothing: float) -> jnp.ndarray:
+  """Class-weighted mean of (label-smoothed) softmax cross-entropy."""
+  targets = optax.smooth_labels(
+      jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  losses = optax.softmax_cross_entropy(logits, targets)
+  weights = class_weights[labels]
+  return jnp.sum(weights * losses) / jnp.sum(weights)
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                    input_spec: InputSpec, class_weights: np.ndarray,
+                    label_smoothing: float):
+  """Returns `train_step(state, batch, rng) -> (state, metrics)`, unjitted.
+
+  `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}; normalisation
+  happens here, on the device. The dropout key is `rng` folded with the step,
+  so one key serves the whole run and resuming reproduces it.
+  """
+  class_weights = jnp.asarray(class_weights)
+
+  def train_step(state: TrainState, batch: dict, rng: jax.Array):
+    images = input_spec(batch['image'])
+    labels = batch['label']
+    dropout_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {'params': params, 'batch_stats': state.batch_stats}, images,
+          train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+      loss = cross_entropy(logits, labels, class_weights, label_smoothing)
+      return loss, (logits, updates['batch_stats'])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1,
+                              params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
+    metrics = {'loss': loss,
+               'correct': jnp.sum(jnp.argmax(logits, -1) == labels)}
+    return new_state, metrics
+
+  return train_step

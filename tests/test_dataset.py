@@ -1,0 +1,100 @@
+"""Class options, class weights and the on-device input spec."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax.config import default_config
+from fer_jax.data import dataset, preprocess, sources
+from fer_jax.errors import UserError
+
+
+def _data(counts=((30, 5, 20), (6, 5, 4), (6, 2, 4))) -> sources.FerData:
+  """Three splits; class c has counts[split][c] images whose pixels are c."""
+  splits = {}
+  for name, per_class in zip(sources.SPLITS, counts):
+    labels = np.repeat(np.arange(3), per_class).astype(np.int32)
+    images = np.broadcast_to(labels[:, None, None], (len(labels), 48, 48))
+    splits[name] = sources.Split(images.astype(np.uint8), labels)
+  return sources.FerData(('angry', 'disgust', 'happy'), splits)
+
+
+def _options(**overrides):
+  config = default_config().data
+  config.update(overrides)
+  return config
+
+
+def test_class_subset_relabels_in_the_given_order():
+  data = dataset.apply_class_options(_data(), _options(classes='happy,angry'),
+                                     seed=0)
+  assert data.class_names == ('happy', 'angry')
+  train = data.splits['train']
+  assert np.bincount(train.labels).tolist() == [20, 30]
+  # Images travel with their labels: pixel value = original class id.
+  assert np.array_equal(train.images[:, 0, 0], np.where(train.labels, 0, 2))
+
+
+@pytest.mark.parametrize('classes', ['happy', 'happy,sadd', 'happy,happy'])
+def test_bad_class_subsets_name_the_choices(classes):
+  with pytest.raises(UserError, match='angry,disgust,happy'):
+    dataset.apply_class_options(_data(), _options(classes=classes), seed=0)
+
+
+def test_max_per_class_caps_every_split_and_is_seeded():
+  config = _options(max_per_class=5)
+  data = dataset.apply_class_options(_data(), config, seed=0)
+  assert np.bincount(data.splits['train'].labels).tolist() == [5, 5, 5]
+  assert np.bincount(data.splits['val'].labels).tolist() == [5, 5, 4]
+  assert np.bincount(data.splits['test'].labels).tolist() == [5, 2, 4]
+  again = dataset.apply_class_options(_data(), config, seed=0)
+  assert np.array_equal(again.splits['train'].images,
+                        data.splits['train'].images)
+
+
+def test_undersampling_balances_only_the_train_split():
+  data = dataset.apply_class_options(_data(), _options(balance='undersample'),
+                                     seed=0)
+  assert np.bincount(data.splits['train'].labels).tolist() == [5, 5, 5]
+  assert np.bincount(data.splits['val'].labels).tolist() == [6, 5, 4]
+
+
+def test_balanced_class_weights():
+  labels = np.array([0, 0, 0, 1])
+  weights = dataset.class_weights(labels, 3, 'balanced')
+  # n / (classes * count); an absent class counts as one image.
+  assert np.allclose(weights, [4 / 9, 4 / 3, 4 / 3])
+  assert np.array_equal(dataset.class_weights(labels, 3, 'none'), np.ones(3))
+  with pytest.raises(UserError, match='config.train.class_weights'):
+    dataset.class_weights(labels, 3, 'inverse')
+
+
+@pytest.mark.parametrize('normalization, low, high', [
+    ('symmetric', -1.0, 1.0), ('dataset', None, None)])
+def test_input_spec_ranges(normalization, low, high):
+  train = np.random.default_rng(0).integers(0, 256, (50, 48, 48), np.uint8)
+  spec = preprocess.input_spec(normalization, 48, 1, train)
+  x = np.asarray(spec(jnp.asarray(train)))
+  assert x.shape == (50, 48, 48, 1) and x.dtype == np.float32
+  if low is None:
+    assert abs(x.mean()) < 1e-3 and abs(x.std() - 1) < 1e-3
+  else:
+    assert np.isclose(x.min(), low) and np.isclose(x.max(), high)
+
+
+def test_input_spec_resizes_to_three_channels_for_imagenet_models():
+  spec = preprocess.input_spec('imagenet', 96, 3, np.zeros((1, 48, 48)))
+  images = np.full((2, 48, 48), 255, np.uint8)
+  x = np.asarray(spec(jnp.asarray(images)))
+  assert x.shape == (2, 96, 96, 3)
+  assert np.allclose(x[0, 0, 0], [(1 - m) / s for m, s in
+                                  [(0.485, 0.229), (0.456, 0.224),
+                                   (0.406, 0.225)]], atol=1e-5)
+  assert preprocess.InputSpec.from_json(spec.to_json()) == spec
+
+
+def test_bad_normalisation_settings():
+  with pytest.raises(UserError, match='config.data.channels=3'):
+    preprocess.input_spec('imagenet', 48, 1, np.zeros((1, 48, 48)))
+  with pytest.raises(UserError, match='config.data.normalization'):
+    preprocess.input_spec('minmax', 48, 1, np.zeros((1, 48, 48)))

@@ -1,0 +1,123 @@
+"""End to end on a tiny synthetic FER2013: train, checkpoints, resume, report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import fakedata
+from fer_jax import rundir
+from fer_jax.config import default_config
+from fer_jax.evaluate import report
+from fer_jax.train import loop
+
+
+@pytest.fixture(scope='module')
+def csv_path(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
+  return path
+
+
+def tiny_config(data_path, **train):
+  config = default_config()
+  config.data.path = data_path
+  config.model.stem_features = 8
+  config.model.block_features = (8, 16)
+  config.train.batch_size = 16
+  config.train.epochs = 3
+  config.train.learning_rate = 3e-3
+  config.train.eval_batch_size = 32
+  config.train.update(train)
+  return config
+
+
+def test_train_writes_the_run_directory_and_report(csv_path, tmp_path):
+  run, data = loop.train(tiny_config(csv_path), str(tmp_path))
+  result = report.write_report(run, data)
+
+  records = run.read_metrics()
+  assert [r['epoch'] for r in records] == [1, 2, 3]
+  assert records[-1]['step'] == 3 * (84 // 16)
+  assert records[-1]['train/loss'] < records[0]['train/loss']
+  for key in ('val/loss', 'val/accuracy', 'val/macro_f1', 'val/f1/happy',
+              'learning_rate', 'train_images_per_second'):
+    assert key in records[0]
+  assert os.listdir(run.file(rundir.TENSORBOARD))
+  assert run.latest_epoch('latest') == 3
+  assert json.load(open(run.file('config.json')))['train']['epochs'] == 3
+
+  assert result['num_params'] > 0
+  for split in ('val', 'test'):
+    for key in ('accuracy', 'macro_f1', 'weighted_f1', 'per_class',
+                'confusion_matrix'):
+      assert key in result[split]
+    assert sum(map(sum, result[split]['confusion_matrix'])) == 28
+  assert set(result['test']['per_class']['happy']) == {
+      'precision', 'recall', 'f1', 'support'}
+  assert json.load(open(run.file('report.json'))) == json.loads(
+      json.dumps(result))
+  assert os.path.getsize(run.file(report.CONFUSION_PNG)) > 1000
+  # The report re-evaluates the best checkpoint: it matches what was logged.
+  best = records[result['best_epoch'] - 1]
+  assert np.isclose(result['val']['macro_f1'], best['val/macro_f1'])
+  assert np.isclose(result['val']['loss'], best['val/loss'], atol=1e-5)
+
+
+def test_resumed_run_matches_an_uninterrupted_one(csv_path, tmp_path):
+  straight, _ = loop.train(tiny_config(csv_path), str(tmp_path / 'straight'))
+  loop.train(tiny_config(csv_path, epochs=1), str(tmp_path / 'resumed'))
+  resumed, _ = loop.train(tiny_config(csv_path), str(tmp_path / 'resumed'))
+
+  assert [r['epoch'] for r in resumed.read_metrics()] == [1, 2, 3]
+  for a, b in zip(straight.read_metrics(), resumed.read_metrics()):
+    assert a['train/loss'] == b['train/loss']
+    assert a['val/accuracy'] == b['val/accuracy']
+  a = straight.restore('latest', model=_variables(straight))['model']
+  b = resumed.restore('latest', model=_variables(resumed))['model']
+  assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
+
+
+def _variables(run):
+  return report.restore_best(run)[1]
+
+
+def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):
+  config = tiny_config(csv_path, epochs=6, early_stopping_patience=1,
+                       learning_rate=1e-9, schedule='constant')
+  run, _ = loop.train(config, str(tmp_path))
+  records = run.read_metrics()
+  assert len(records) < 6
+  assert run.latest_epoch('best') == 1  # Nothing is learnt at lr 1e-9.
+
+
+def _main(*args, cwd):
+  return subprocess.run([sys.executable, '-m', 'fer_jax.main', *args],
+                        capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.data.path=/nowhere/fer2013.csv', 'does not exist'),
+    ('--config.model.name=resnet_huge', 'Unknown model'),
+    ('--config.train.optimizer=adagrad', 'config.train.optimizer'),
+])
+def test_user_errors_end_in_one_line_and_exit_2(override, message, tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = _main('--config=configs/resnet_small.py',
+                 f'--workdir={tmp_path}/run', override, cwd=root)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+def test_plateau_halves_the_learning_rate(csv_path, tmp_path):
+  config = tiny_config(csv_path, epochs=4, plateau_patience=1,
+                       learning_rate=1e-9, early_stopping_patience=0)
+  run, _ = loop.train(config, str(tmp_path))
+  rates = [r['learning_rate'] for r in run.read_metrics()]
+  # Logged before each epoch's plateau check; nothing improves after epoch 1.
+  assert np.allclose(rates, [1e-9, 1e-9, 5e-10, 2.5e-10])

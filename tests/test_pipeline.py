@@ -1,0 +1,92 @@
+"""The Grain train stream: shuffling per epoch, batching, sharding, resume."""
+
+import itertools
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from fer_jax.config import default_config
+from fer_jax.data import pipeline, sources
+
+N = 40
+
+
+def _split() -> sources.Split:
+  """Image i is filled with the value i, so batches reveal their indices."""
+  ids = np.arange(N)
+  images = np.broadcast_to(ids[:, None, None], (N, 48, 48)).astype(np.uint8)
+  return sources.Split(images, (ids % 7).astype(np.int32))
+
+
+def _ids(batch) -> list[int]:
+  return batch['image'][:, 0, 0].tolist()
+
+
+def _stream(**kwargs):
+  return iter(pipeline.train_dataset(_split(), **{
+      'batch_size': 8, 'seed': 0, 'augment_config': None, **kwargs}))
+
+
+def test_batches_have_uint8_images_and_int_labels():
+  batch = next(_stream())
+  assert batch['image'].shape == (8, 48, 48)
+  assert batch['image'].dtype == np.uint8
+  assert np.array_equal(batch['label'], np.asarray(_ids(batch)) % 7)
+
+
+def test_every_epoch_is_a_new_permutation():
+  ids = sum((_ids(b) for b in itertools.islice(_stream(), 3 * N // 8)), [])
+  epochs = [ids[i * N:(i + 1) * N] for i in range(3)]
+  for epoch in epochs:
+    assert sorted(epoch) == list(range(N))
+  assert epochs[0] != epochs[1] != epochs[2]
+  assert epochs[0] != list(range(N))
+
+
+def test_same_seed_same_stream_other_seed_other_stream():
+  first = [_ids(b) for b in itertools.islice(_stream(), 5)]
+  assert first == [_ids(b) for b in itertools.islice(_stream(), 5)]
+  assert first != [_ids(b) for b in itertools.islice(_stream(seed=1), 5)]
+
+
+def test_iterator_state_resumes_at_the_exact_batch():
+  stream = _stream()
+  for _ in range(7):
+    next(stream)
+  state = stream.get_state()
+  expected = [_ids(next(stream)) for _ in range(4)]
+  resumed = _stream()
+  resumed.set_state(state)
+  assert [_ids(next(resumed)) for _ in range(4)] == expected
+
+
+def test_processes_read_disjoint_shares():
+  shares = [sum((_ids(b) for b in itertools.islice(
+      _stream(batch_size=4, process_index=p, process_count=2), N // 8)), [])
+            for p in range(2)]
+  assert not set(shares[0]) & set(shares[1])
+  assert sorted(shares[0] + shares[1]) == list(range(N))
+
+
+def test_augmentation_runs_in_the_pipeline_and_keeps_uint8():
+  augment = default_config().data.augment
+  batch = next(_stream(augment_config=augment))
+  assert batch['image'].shape == (8, 48, 48)
+  assert batch['image'].dtype == np.uint8
+
+
+def test_to_device_keeps_order_and_reads_only_what_is_bounded():
+  mesh = jax.make_mesh((jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  sharding = NamedSharding(mesh, PartitionSpec('data'))
+  stream = _stream()
+  on_device = list(pipeline.to_device(itertools.islice(stream, 3), sharding,
+                                      size=2))
+  expected_state = stream.get_state()
+  reference = _stream()
+  host = [next(reference) for _ in range(3)]
+  assert reference.get_state() == expected_state
+  for device_batch, host_batch in zip(on_device, host):
+    assert isinstance(device_batch['image'], jax.Array)
+    assert np.array_equal(device_batch['image'], host_batch['image'])

@@ -1,0 +1,80 @@
+"""Brief training on a subset of the real FER2013 (skipped without it)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from fer_jax.config import default_config
+from fer_jax.data import dataset, sources
+from fer_jax.evaluate import report
+from fer_jax.train import loop
+
+DATASETS = os.path.join(os.path.dirname(__file__), '..', '..', 'shared',
+                        'datasets')
+TAR = os.path.join(DATASETS, 'fer2013', 'fer2013.tar.gz')
+ZIP = os.path.join(DATASETS, 'fer2013', 'fer2013-images.zip')
+FERPLUS = os.path.join(DATASETS, 'ferplus', 'fer2013new.csv')
+pytestmark = pytest.mark.skipif(not os.path.exists(TAR),
+                                reason='../shared/datasets is absent')
+# Class counts of the README of ../shared/datasets.
+COUNTS = {'train': [3995, 436, 4097, 7215, 4830, 3171, 4965],
+          'val': [467, 56, 496, 895, 653, 415, 607],
+          'test': [491, 55, 528, 879, 594, 416, 626]}
+
+
+@pytest.fixture(scope='module')
+def csv_data():
+  return sources.load(TAR)
+
+
+def test_challenge_csv_has_the_documented_splits(csv_data):
+  assert csv_data.class_names == sources.FER2013_CLASSES
+  for split, counts in COUNTS.items():
+    assert np.bincount(csv_data.splits[split].labels).tolist() == counts
+    assert csv_data.splits[split].images.shape[1:] == (48, 48)
+
+
+def test_image_zip_matches_the_csv(csv_data):
+  folder = sources.load(ZIP)
+  for split, counts in COUNTS.items():
+    assert np.bincount(folder.splits[split].labels).tolist() == counts
+  # JPEG is lossy: compare the mean image per class, not pixels.
+  for label in range(7):
+    a = csv_data.splits['test'].images[csv_data.splits['test'].labels == label]
+    b = folder.splits['test'].images[folder.splits['test'].labels == label]
+    assert abs(a.mean() - b.mean()) < 1.0
+
+
+def test_ferplus_majority_labels():
+  data = sources.load(TAR, ferplus_path=FERPLUS)
+  assert data.class_names == sources.FERPLUS_CLASSES
+  sizes = {name: len(split) for name, split in data.splits.items()}
+  # The FER+ paper's majority mode drops ~10% (unknown / not a face / ties).
+  assert 24_000 < sizes['train'] < 28_709
+  assert 3_000 < sizes['test'] < 3_589
+
+
+def test_brief_training_on_a_subset(tmp_path):
+  config = default_config()
+  config.data.path = TAR
+  config.data.max_per_class = 40
+  config.train.epochs = 1
+  config.train.batch_size = 32
+  config.model.dropout = 0.15
+  run, data = loop.train(config, str(tmp_path))
+  assert len(data.splits['train']) == 7 * 40
+  result = report.write_report(run, data)
+  assert result['test']['confusion_matrix'] and len(
+      result['test']['per_class']) == 7
+  assert sum(map(sum, result['test']['confusion_matrix'])) == 7 * 40
+
+
+def test_class_options_on_real_data(csv_data):
+  config = default_config().data
+  config.classes = 'angry,fear,happy,sad,surprise'
+  config.balance = 'undersample'
+  data = dataset.apply_class_options(csv_data, config, seed=0)
+  assert data.class_names == ('angry', 'fear', 'happy', 'sad', 'surprise')
+  assert np.bincount(data.splits['train'].labels).tolist() == [3171] * 5
+  assert len(data.splits['test']) == 491 + 528 + 879 + 594 + 416

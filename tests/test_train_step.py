@@ -1,0 +1,125 @@
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+import fakedata
+from fer_jax import models
+from fer_jax.config import default_config
+from fer_jax.data import preprocess
+from fer_jax.errors import UserError
+from fer_jax.train import optim, step
+
+SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
+
+
+def _train_config(**overrides) -> ml_collections.ConfigDict:
+  config = default_config().train
+  config.update(overrides)
+  return config
+
+
+def _setup(train_config, class_weights=None, label_smoothing=0.0):
+  model = models.create('resnet_small', 7, stem_features=8,
+                        block_features=(8, 16))
+  optimizer = optim.create(train_config, steps_per_epoch=10)
+  state = step.init_state(model, optimizer, SPEC, jax.random.key(0))
+  weights = np.ones(7, np.float32) if class_weights is None else class_weights
+  train_step = jax.jit(step.make_train_step(model, optimizer, SPEC, weights,
+                                            label_smoothing))
+  return state, train_step
+
+
+def _batch(n=28, seed=0):
+  labels = np.arange(n) % 7
+  return {'image': fakedata.class_images(labels, seed),
+          'label': labels.astype(np.int32)}
+
+
+@pytest.mark.parametrize('optimizer', ['adam', 'adamw', 'sgd'])
+def test_a_few_steps_lower_the_loss(optimizer):
+  config = _train_config(optimizer=optimizer, schedule='constant',
+                         learning_rate=0.1 if optimizer == 'sgd' else 3e-3,
+                         weight_decay=1e-4)
+  state, train_step = _setup(config)
+  batch, rng = _batch(), jax.random.key(1)
+  losses = []
+  for _ in range(15):
+    state, metrics = train_step(state, batch, rng)
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < 0.7 * losses[0], losses
+  assert int(state.step) == 15
+
+
+def test_train_step_updates_batch_statistics_and_is_deterministic():
+  config = _train_config(schedule='constant')
+  state, train_step = _setup(config)
+  first, _ = train_step(state, _batch(), jax.random.key(1))
+  again, _ = train_step(state, _batch(), jax.random.key(1))
+  assert not jax.tree.all(jax.tree.map(jnp.array_equal, state.batch_stats,
+                                       first.batch_stats))
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, first.params,
+                                   again.params))
+
+
+def test_cross_entropy_class_weights_and_label_smoothing():
+  logits = jnp.array([[2.0, 0.0], [0.0, 2.0]])
+  labels = jnp.array([0, 0])
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  plain = step.cross_entropy(logits, labels, jnp.ones(2), 0.0)
+  assert np.isclose(plain, per_example.mean())
+  # With one class only in the batch, its weight cancels out.
+  weighted = step.cross_entropy(logits, labels, jnp.array([3.0, 1.0]), 0.0)
+  assert np.isclose(weighted, plain)
+  mixed = step.cross_entropy(logits, jnp.array([0, 1]), jnp.array([3.0, 1.0]),
+                             0.0)
+  assert np.isclose(mixed, per_example[0])  # Both examples are right alike.
+  smoothed = step.cross_entropy(logits[:1], labels[:1], jnp.ones(2), 0.2)
+  log_p = jax.nn.log_softmax(logits[0])
+  assert np.isclose(smoothed, -(0.9 * log_p[0] + 0.1 * log_p[1]))
+
+
+def test_cosine_schedule_warms_up_then_decays():
+  config = _train_config(schedule='cosine', learning_rate=0.1, epochs=10,
+                         warmup_epochs=1)
+  schedule = optim.learning_rate_schedule(config, steps_per_epoch=10)
+  assert schedule(0) == 0.0
+  assert np.isclose(schedule(10), 0.1)
+  assert np.isclose(schedule(55), 0.05, atol=1e-3)
+  assert schedule(100) < 1e-6
+
+
+def test_learning_rate_is_readable_and_settable_in_the_state():
+  optimizer = optim.create(_train_config(learning_rate=0.01), 10)
+  opt_state = optimizer.init({'w': jnp.ones((2, 2))})
+  assert np.isclose(opt_state.hyperparams['learning_rate'], 0.01)
+
+
+def test_reduce_on_plateau_halves_after_patience_epochs():
+  plateau = optim.ReduceOnPlateau(factor=0.5, patience=3)
+  factors = [plateau.scale(v) for v in [1.0, 0.9, 0.95, 0.92, 0.91, 0.93,
+                                        0.8, 0.85]]
+  assert factors == [1, 1, 1, 1, 0.5, 1, 1, 1]
+  restored = optim.ReduceOnPlateau(**plateau.to_json())
+  assert restored == plateau
+
+
+@pytest.mark.parametrize('field, value', [('optimizer', 'adagrad'),
+                                          ('schedule', 'step'),
+                                          ('learning_rate', 0.0)])
+def test_bad_optimizer_settings_name_the_knob(field, value):
+  with pytest.raises(UserError, match=f'config.train.{field}'):
+    optim.create(_train_config(**{field: value}), 10)
+
+
+def test_weight_decay_spares_biases_and_norm_scales():
+  config = _train_config(optimizer='sgd', momentum=0.0, learning_rate=1.0,
+                         weight_decay=0.5, schedule='constant')
+  optimizer = optim.create(config, 10)
+  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
+  zero_grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
+  assert np.allclose(updates['kernel'], -0.5)
+  assert np.allclose(updates['bias'], 0.0)
