@@ -1,11 +1,41 @@
-"""Batched, jitted forward passes over host arrays with fixed batch shapes."""
+"""Trained models from run directories, and batched jitted forward passes."""
+
+import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import metrics
+from fer_jax import metrics, models, rundir
 from fer_jax.data.preprocess import InputSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+  """A restored checkpoint with what is needed to run it on raw faces."""
+  model: nn.Module
+  variables: dict
+  input_spec: InputSpec
+  class_names: tuple[str, ...]
+  loop: dict  # The training loop's state at that checkpoint (epoch, ...).
+
+
+def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
+  """Restores the `kind` checkpoint's model of `run`, no optimizer needed."""
+  config = run.load_config()
+  info = run.read_json(rundir.DATASET)
+  spec = InputSpec.from_json(info['input_spec'])
+  class_names = tuple(info['class_names'])
+  settings = config.model.to_dict()
+  model = models.create(settings.pop('name'), len(class_names), **settings)
+  dummy = jnp.zeros((1, spec.image_size, spec.image_size, spec.channels))
+  template = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), dummy)
+  restored = run.restore(kind, model=template)
+  return TrainedModel(model, restored['model'], spec, class_names,
+                      restored['loop'])
 
 
 def make_logits_fn(model: nn.Module, input_spec: InputSpec):

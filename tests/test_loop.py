@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fakedata
-from fer_jax import rundir
+from fer_jax import inference, rundir
 from fer_jax.config import default_config
 from fer_jax.evaluate import report
 from fer_jax.train import loop
@@ -83,7 +83,7 @@ def test_resumed_run_matches_an_uninterrupted_one(csv_path, tmp_path):
 
 
 def _variables(run):
-  return report.restore_best(run)[1]
+  return inference.load_trained(run).variables
 
 
 def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):

@@ -90,3 +90,9 @@ def test_to_device_keeps_order_and_reads_only_what_is_bounded():
   for device_batch, host_batch in zip(on_device, host):
     assert isinstance(device_batch['image'], jax.Array)
     assert np.array_equal(device_batch['image'], host_batch['image'])
+
+
+def test_worker_processes_give_the_same_stream():
+  in_process = [_ids(b) for b in itertools.islice(_stream(), 6)]
+  workers = _stream(num_workers=2)
+  assert [_ids(b) for b in itertools.islice(workers, 6)] == in_process

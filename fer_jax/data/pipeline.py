@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import grain
 import jax
 import ml_collections
+from absl import flags
 
 from fer_jax.data import augment
 from fer_jax.data.sources import Split
@@ -46,6 +47,9 @@ def train_dataset(split: Split, *, batch_size: int, seed: int,
     dataset = dataset.random_map(transform)
   dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
   if num_workers:
+    # Grain's workers read absl flags, which only absl.app.run parses.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     dataset = dataset.mp_prefetch(
         grain.MultiprocessingOptions(num_workers=num_workers))
   return dataset

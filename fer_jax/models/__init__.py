@@ -3,6 +3,7 @@
 import dataclasses
 
 import flax.linen as nn
+import jax
 
 from fer_jax.errors import UserError
 from fer_jax.models import resnet_small
@@ -25,3 +26,7 @@ def create(name: str, num_classes: int, **kwargs) -> nn.Module:
     raise UserError(f'config.model.{unknown[0]} is not a setting of '
                     f'{name}; its settings are {", ".join(sorted(fields))}.')
   return cls(num_classes=num_classes, **kwargs)
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

@@ -99,7 +99,7 @@ def train(config: ml_collections.ConfigDict,
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(functools.partial(step.init_state, model, optimizer, spec),
                   out_shardings=replicated)(init_rng)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  num_params = models.count_params(state.params)
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
                '%d device(s).', config.model.name, f'{num_params:,}',
                steps_per_epoch, global_batch, num_devices)

@@ -1,0 +1,123 @@
+"""Online augmentation of uint8 grey faces on the host, inside Grain.
+
+Geometric ops (rotation, translation, zoom, flip) are composed into one affine
+matrix so each face is resampled once; photometric ops (brightness, contrast)
+follow in float32 and are rounded back to uint8, so the device still gets
+uint8 batches.
+"""
+
+import dataclasses
+import numbers
+
+import cv2
+import grain
+import numpy as np
+
+from fer_jax.errors import UserError
+
+
+def _check_range(name: str, value, high: float, *, closed: bool) -> None:
+  """Raises unless 0 <= value <= high (or < high when not `closed`)."""
+  inside = isinstance(value, numbers.Real) and (
+      0 <= value <= high if closed else 0 <= value < high)
+  if not inside:
+    interval = f'[0, {high:g}]' if closed else f'[0, {high:g})'
+    raise UserError(
+        f'config.data.augment.{name}={value!r} must be in {interval}.')
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RandomAugment(grain.transforms.RandomMap):
+  """Random affine + photometric jitter of {'image': uint8 [H, W(, 1)], ...}.
+
+  Each knob is a maximum and 0 / False turns it off.
+
+  Attributes:
+    rotation: Degrees, uniform in [-rotation, rotation].
+    translation: Fraction of the size per axis, uniform in [-t, t].
+    zoom: Scale uniform in [1 - zoom, 1 + zoom].
+    hflip: Mirror left-right with probability 0.5.
+    brightness: Additive shift, uniform in [-b, b] times 255.
+    contrast: Factor uniform in [1 - c, 1 + c] around the image mean.
+  """
+  rotation: float = 10.0
+  translation: float = 0.1
+  zoom: float = 0.1
+  hflip: bool = True
+  brightness: float = 0.0
+  contrast: float = 0.0
+
+  def __post_init__(self):
+    _check_range('rotation', self.rotation, 180, closed=True)
+    _check_range('translation', self.translation, 0.5, closed=False)
+    _check_range('zoom', self.zoom, 1, closed=False)
+    _check_range('brightness', self.brightness, 1, closed=True)
+    _check_range('contrast', self.contrast, 1, closed=False)
+    if not isinstance(self.hflip, (bool, np.bool_)):
+      raise UserError(
+          f'config.data.augment.hflip={self.hflip!r} must be True or False.')
+    # Derived once per transform; frozen, so past the dataclass __setattr__.
+    object.__setattr__(self, '_geometric', bool(
+        self.rotation or self.translation or self.zoom or self.hflip))
+    object.__setattr__(self, '_photometric',
+                       bool(self.brightness or self.contrast))
+    # Half-widths of the uniform draws: angle (radians), x and y shift
+    # (fractions of the size), relative scale.
+    object.__setattr__(self, '_affine_ranges', np.array(
+        [np.deg2rad(self.rotation), self.translation, self.translation,
+         self.zoom]))
+
+  @property
+  def enabled(self) -> bool:
+    """Whether any op is on; when not, images pass through unchanged."""
+    return self._geometric or self._photometric
+
+  def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+    """A new dict with `image` augmented; the input element is not modified."""
+    image = element['image']
+    if self._geometric:
+      image = self._warp(image, rng)
+    if self._photometric:
+      image = self._jitter(image, rng)
+    return {**element, 'image': image}
+
+  def _warp(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape[:2]
+    angle, shift_x, shift_y, zoom = (
+        rng.uniform(-1.0, 1.0, 4) * self._affine_ranges)
+    flip = -1.0 if self.hflip and rng.random() < 0.5 else 1.0
+    cos = (1.0 + zoom) * np.cos(angle)
+    sin = (1.0 + zoom) * np.sin(angle)
+    # Flip, scale and rotate about the pixel centre, then shift:
+    # dst = linear @ (src - centre) + centre + shift.
+    linear = np.array([[flip * cos, -sin], [flip * sin, cos]])
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    offset = centre + (shift_x * width, shift_y * height) - linear @ centre
+    matrix = np.concatenate([linear, offset[:, None]], axis=1)
+    warped = cv2.warpAffine(image, matrix, (width, height),
+                            flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    # OpenCV drops a trailing channel axis of 1.
+    return warped.reshape(image.shape)
+
+  def _jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    pixels = image.astype(np.float32)
+    if self.brightness:
+      pixels += 255 * rng.uniform(-self.brightness, self.brightness)
+    if self.contrast:
+      mean = pixels.mean()
+      factor = rng.uniform(1 - self.contrast, 1 + self.contrast)
+      pixels = (pixels - mean) * factor + mean
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+
+
+def from_config(augment_config) -> RandomAugment | None:
+  """The transform for `config.data.augment`, or None when every op is off."""
+  transform = RandomAugment(
+      rotation=augment_config.rotation,
+      translation=augment_config.translation,
+      zoom=augment_config.zoom,
+      hflip=augment_config.hflip,
+      brightness=augment_config.brightness,
+      contrast=augment_config.contrast)
+  return transform if transform.enabled else None
