@@ -38,14 +38,46 @@ def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
                       restored['loop'])
 
 
-def make_logits_fn(model: nn.Module, input_spec: InputSpec):
-  """`logits_fn(variables, uint8 images) -> logits`, jitted once."""
+def ten_crops(images: jnp.ndarray, crop_fraction: float) -> jnp.ndarray:
+  """[N, H, W(, C)] -> [10, N, H, W(, C)]: the four corner crops and the
+  centre crop of `crop_fraction` of the size, resized back to H x W, and
+  their mirror images."""
+  height, width = images.shape[1:3]
+  crop_h, crop_w = round(crop_fraction * height), round(crop_fraction * width)
+  starts = [(0, 0), (0, width - crop_w), (height - crop_h, 0),
+            (height - crop_h, width - crop_w),
+            ((height - crop_h) // 2, (width - crop_w) // 2)]
+  crops = []
+  for top, left in starts:
+    crop = images[:, top:top + crop_h, left:left + crop_w].astype(jnp.float32)
+    crop = jax.image.resize(crop, images.shape, 'bilinear')
+    crops += [crop, jnp.flip(crop, axis=2)]
+  return jnp.stack(crops)
 
-  @jax.jit
-  def logits_fn(variables, images):
+
+def make_logits_fn(model: nn.Module, input_spec: InputSpec,
+                   ten_crop: bool = False, crop_fraction: float = 44 / 48):
+  """`logits_fn(variables, uint8 images) -> logits`, jitted once.
+
+  With `ten_crop`, the returned "logits" are the log of the class
+  probabilities averaged over the ten crops (`ten_crops`), so argmax and
+  cross-entropy apply unchanged.
+  """
+
+  def forward(variables, images):
     return model.apply(variables, input_spec(images), train=False)
 
-  return logits_fn
+  if not ten_crop:
+    return jax.jit(forward)
+
+  @jax.jit
+  def ten_crop_logits(variables, images):
+    crops = ten_crops(images, crop_fraction)
+    probabilities = jax.nn.softmax(jax.vmap(forward, (None, 0))(variables,
+                                                                crops))
+    return jnp.log(probabilities.mean(axis=0))
+
+  return ten_crop_logits
 
 
 def batched_logits(logits_fn, variables, images: np.ndarray,

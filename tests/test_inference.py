@@ -1,0 +1,64 @@
+"""Batched forward passes, ten-crop test-time augmentation, evaluation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fer_jax import inference, models
+from fer_jax.data import preprocess
+
+SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
+
+
+def _model():
+  model = models.create('resnet_small', 7, stem_features=8,
+                        block_features=(8, 16))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 48, 48, 1)))
+  return model, variables
+
+
+def _images(n, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (n, 48, 48), np.uint8)
+
+
+def test_batched_logits_pad_without_changing_results():
+  model, variables = _model()
+  logits_fn = inference.make_logits_fn(model, SPEC)
+  images = _images(17)
+  batched = inference.batched_logits(logits_fn, variables, images, 8)
+  one_by_one = np.concatenate([logits_fn(variables, images[i:i + 1])
+                               for i in range(17)])
+  assert batched.shape == (17, 7)
+  np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+  assert logits_fn._cache_size() == 2  # Batch 8 and batch 1, nothing else.
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+  images = jnp.arange(48 * 48, dtype=jnp.float32).reshape(1, 48, 48)
+  crops = inference.ten_crops(images, 0.5)
+  assert crops.shape == (10, 1, 48, 48)
+  # Top-left 24x24 crop, upsampled x2: its top-left pixel is the image's.
+  assert np.isclose(crops[0, 0, 0, 0], images[0, 0, 0])
+  np.testing.assert_allclose(crops[1], crops[0][:, :, ::-1])
+  # The bottom-right crop holds the bottom-right corner.
+  assert np.isclose(crops[6, 0, -1, -1], images[0, -1, -1])
+
+
+def test_ten_crop_returns_log_mean_probabilities():
+  model, variables = _model()
+  logits = inference.make_logits_fn(model, SPEC, ten_crop=True)(
+      variables, _images(3))
+  np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_evaluate_reports_loss_and_metrics():
+  model, variables = _model()
+  logits_fn = inference.make_logits_fn(model, SPEC)
+  labels = np.arange(14) % 7
+  result = inference.evaluate(logits_fn, variables, _images(14), labels,
+                              tuple('abcdefg'), 8)
+  logits = inference.batched_logits(logits_fn, variables, _images(14), 8)
+  expected = -np.mean(jax.nn.log_softmax(logits)[np.arange(14), labels])
+  assert np.isclose(result['loss'], expected, rtol=1e-5)
+  assert np.isclose(result['accuracy'],
+                    np.mean(logits.argmax(1) == labels))
