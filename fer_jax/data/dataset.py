@@ -10,7 +10,7 @@ import logging
 import ml_collections
 import numpy as np
 
-from fer_jax.data import sources
+from fer_jax.data import sources, tfds_fer2013
 from fer_jax.errors import UserError
 
 BALANCE_MODES = ('none', 'undersample')
@@ -18,8 +18,6 @@ CLASS_WEIGHT_MODES = ('none', 'balanced')
 
 
 def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
-  # Imported lazily: TFDS takes seconds to import and most runs read files.
-  from fer_jax.data import tfds_fer2013  # pylint: disable=g-import-not-at-top
   if config.path and tfds_fer2013.is_prepared(config.path):
     return tfds_fer2013.load_prepared(config.path)
   return sources.load(config.path, ferplus_path=config.ferplus_path,

@@ -169,11 +169,15 @@ def train(config: ml_collections.ConfigDict,
                              val_split.images, val_split.labels,
                              data.class_names, config.train.eval_batch_size)
     learning_rate = float(state.opt_state.hyperparams['learning_rate'])
+    train_metrics = metrics.classification_metrics(
+        np.concatenate([m['labels'] for m in step_metrics]),
+        np.concatenate([m['predictions'] for m in step_metrics]),
+        data.class_names)
     record = {
         'epoch': epoch, 'step': int(state.step),
         'train/loss': float(np.mean([m['loss'] for m in step_metrics])),
-        'train/accuracy': float(sum(m['correct'] for m in step_metrics)
-                                / (steps_per_epoch * global_batch)),
+        'train/accuracy': train_metrics['accuracy'],
+        'train/macro_f1': train_metrics['macro_f1'],
         'learning_rate': learning_rate,
         'train_seconds': train_seconds,
         'train_images_per_second': steps_per_epoch * global_batch

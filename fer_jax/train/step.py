@@ -74,8 +74,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     new_state = state.replace(step=state.step + 1,
                               params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
-    metrics = {'loss': loss,
-               'correct': jnp.sum(jnp.argmax(logits, -1) == labels)}
+    metrics = {'loss': loss, 'predictions': jnp.argmax(logits, -1),
+               'labels': labels}
     return new_state, metrics
 
   return train_step
