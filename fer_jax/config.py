@@ -63,6 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Chooses the best checkpoint and drives early stopping (higher is better,
   # except for *loss).
   train.selection_metric = 'val/macro_f1'
+  # Mid-epoch checkpoints for long epochs; 0: at epoch ends (and on SIGTERM /
+  # SIGINT) only.
+  train.checkpoint_every_steps = 0
   train.log_every_steps = 20  # Progress-bar refresh (one host sync each).
   train.eval_batch_size = 512
   return config

@@ -6,3 +6,11 @@ class UserError(Exception):
 
   The message must name the offending thing and say what to do about it.
   """
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped training after a checkpoint was saved."""
+
+  def __init__(self, message: str, signal_number: int):
+    super().__init__(message)
+    self.signal_number = signal_number

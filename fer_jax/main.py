@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_jax.errors import UserError
+from fer_jax.errors import Interrupted, UserError
 from fer_jax.evaluate import report
 from fer_jax.train import loop
 
@@ -33,6 +33,9 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except Interrupted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + e.signal_number)
   print(f'val accuracy {result["val"]["accuracy"]:.4f} macro-F1 '
         f'{result["val"]["macro_f1"]:.4f} | test accuracy '
         f'{result["test"]["accuracy"]:.4f} macro-F1 '

@@ -9,16 +9,17 @@
   report.json        val and test metrics of the best checkpoint
   confusion_matrix.png
 
-Checkpoints hold items `model` ({params, batch_stats}), `optimizer` ({step,
-opt_state}), `loop` (JSON: epoch, early-stopping and plateau counters) and
-`data` (the Grain iterator position), so a predictor can restore `model` alone.
+Checkpoints are numbered by train step and hold items `model` ({params,
+batch_stats}), `optimizer` ({step, opt_state}), `loop` (JSON: epoch,
+early-stopping and plateau counters, a partial epoch's metrics) and `data`
+(the Grain iterator position), so a predictor can restore `model` alone.
 """
 
 import json
+import logging
 import os
 from typing import Any
 
-import grain
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -109,41 +110,57 @@ class RunDir:
           os.path.join(self.path, 'checkpoints', kind), options=options)
     return self._managers[kind]
 
-  def latest_epoch(self, kind: str = 'latest') -> int | None:
+  def latest_step(self, kind: str = 'latest') -> int | None:
     return self._manager(kind).latest_step()
 
-  def save(self, kind: str, epoch: int, *, model: Any, loop: dict,
-           optimizer: Any = None,
-           data_iterator: grain.DatasetIterator | None = None) -> None:
-    """Saves a checkpoint of `kind` ('latest' or 'best') for `epoch`."""
+  def save(self, kind: str, step: int, *, model: Any, loop: dict,
+           optimizer: Any = None, data_state: dict | None = None) -> None:
+    """Saves a checkpoint of `kind` ('latest' or 'best') at train `step`.
+
+    `data_state` is the Grain iterator's `get_state()` after the last batch
+    that went into `model`.
+    """
     items = {'model': ocp.args.StandardSave(model),
              'loop': ocp.args.JsonSave(loop)}
     if optimizer is not None:
       items['optimizer'] = ocp.args.StandardSave(optimizer)
-    if data_iterator is not None:
-      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-    self._manager(kind).save(epoch, args=ocp.args.Composite(**items),
+    if data_state is not None:
+      items['data'] = ocp.args.JsonSave(data_state)
+    self._manager(kind).save(step, args=ocp.args.Composite(**items),
                              force=True)
 
   def restore(self, kind: str, *, model: Any, optimizer: Any = None,
-              data_iterator: grain.DatasetIterator | None = None,
-              epoch: int | None = None) -> dict:
-    """Restores the items given as templates; returns them and `loop`.
+              with_data_state: bool = False) -> dict:
+    """Restores the newest readable checkpoint of `kind`.
 
-    `data_iterator` is restored in place. Without `epoch`, the newest.
+    `model` and `optimizer` are templates (pytrees of arrays); the result
+    holds them, `loop`, `step` and, if asked, `data`. A damaged newest
+    checkpoint (a kill while writing, a full disk) falls back to the one
+    before it, with a warning.
     """
-    manager = self._manager(kind)
-    epoch = manager.latest_step() if epoch is None else epoch
-    if epoch is None:
-      raise UserError(f'{self.path} has no {kind} checkpoint; train first '
-                      f'(python -m fer_jax.main --workdir={self.path} ...).')
     items = {'model': ocp.args.StandardRestore(model),
              'loop': ocp.args.JsonRestore()}
     if optimizer is not None:
       items['optimizer'] = ocp.args.StandardRestore(optimizer)
-    if data_iterator is not None:
-      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    return dict(manager.restore(epoch, args=ocp.args.Composite(**items)))
+    if with_data_state:
+      items['data'] = ocp.args.JsonRestore()
+    manager = self._manager(kind)
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise UserError(f'{self.path} has no {kind} checkpoint; train first '
+                      f'(python -m fer_jax.main --workdir={self.path} ...).')
+    for step in steps:
+      try:
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+        return {**restored, 'step': step}
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax raises many types for damaged files; any of them means: try
+        # the previous checkpoint.
+        logging.warning('Checkpoint %s/%d is unreadable (%s: %s); trying an '
+                        'older one.', kind, step, type(e).__name__, e)
+    raise UserError(f'No readable {kind} checkpoint in {self.path} (tried '
+                    f'steps {steps}); delete {self.path}/checkpoints to start '
+                    'afresh.')
 
   def wait_until_finished(self) -> None:
     for manager in self._managers.values():

@@ -48,7 +48,7 @@ def test_train_writes_the_run_directory_and_report(csv_path, tmp_path):
               'learning_rate', 'train_images_per_second'):
     assert key in records[0]
   assert os.listdir(run.file(rundir.TENSORBOARD))
-  assert run.latest_epoch('latest') == 3
+  assert run.latest_step('latest') == 3 * (84 // 16)
   assert json.load(open(run.file('config.json')))['train']['epochs'] == 3
 
   assert result['num_params'] > 0
@@ -92,7 +92,7 @@ def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):
   run, _ = loop.train(config, str(tmp_path))
   records = run.read_metrics()
   assert len(records) < 6
-  assert run.latest_epoch('best') == 1  # Nothing is learnt at lr 1e-9.
+  assert run.latest_step('best') == 84 // 16  # Epoch 1: nothing is learnt.
 
 
 def _main(*args, cwd):

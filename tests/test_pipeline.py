@@ -4,6 +4,7 @@ import itertools
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from fer_jax.config import default_config
@@ -76,20 +77,20 @@ def test_augmentation_runs_in_the_pipeline_and_keeps_uint8():
   assert batch['image'].dtype == np.uint8
 
 
-def test_to_device_keeps_order_and_reads_only_what_is_bounded():
+@pytest.mark.parametrize('size', [0, 2, 5])
+def test_to_device_keeps_order_and_tracks_the_consumed_position(size):
   mesh = jax.make_mesh((jax.device_count(),), ('data',),
                        axis_types=(jax.sharding.AxisType.Auto,))
   sharding = NamedSharding(mesh, PartitionSpec('data'))
-  stream = _stream()
-  on_device = list(pipeline.to_device(itertools.islice(stream, 3), sharding,
-                                      size=2))
-  expected_state = stream.get_state()
-  reference = _stream()
-  host = [next(reference) for _ in range(3)]
-  assert reference.get_state() == expected_state
-  for device_batch, host_batch in zip(on_device, host):
+  stream, reference = _stream(), _stream()
+  on_device = list(pipeline.to_device(stream, 3, sharding, size=size))
+  assert len(on_device) == 3
+  for device_batch, state in on_device:
+    host_batch = next(reference)
     assert isinstance(device_batch['image'], jax.Array)
     assert np.array_equal(device_batch['image'], host_batch['image'])
+    assert state == reference.get_state()
+  assert stream.get_state() == reference.get_state()  # Read no further.
 
 
 def test_worker_processes_give_the_same_stream():

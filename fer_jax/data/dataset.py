@@ -18,7 +18,11 @@ CLASS_WEIGHT_MODES = ('none', 'balanced')
 
 
 def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
-  if config.path and tfds_fer2013.is_prepared(config.path):
+  if tfds_fer2013.is_prepared(config.path):
+    if config.ferplus_path:
+      raise UserError('FER+ votes are joined to FER2013 by row position: set '
+                      'config.data.path to the challenge CSV, not the TFDS '
+                      f'data dir {config.path}.')
     return tfds_fer2013.load_prepared(config.path)
   return sources.load(config.path, ferplus_path=config.ferplus_path,
                       label_mode=config.label_mode,

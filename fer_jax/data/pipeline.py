@@ -6,7 +6,6 @@ with each checkpoint and a resumed run continues at the exact batch.
 """
 
 import collections
-import itertools
 from collections.abc import Iterator
 
 import grain
@@ -55,22 +54,28 @@ def train_dataset(split: Split, *, batch_size: int, seed: int,
   return dataset
 
 
-def to_device(batches: Iterator[dict], sharding: jax.sharding.Sharding,
-              size: int) -> Iterator[dict]:
-  """Puts host batches on the devices `size` batches ahead of their use.
+def to_device(batches: grain.DatasetIterator, num_batches: int,
+              sharding: jax.sharding.Sharding,
+              size: int) -> Iterator[tuple[dict, dict]]:
+  """Reads `num_batches` batches and puts each on the devices `size` batches
+  ahead of its use.
 
   Each process gives its local rows; the result is one global array sharded
-  along the batch axis. Only what the caller consumes is read from
-  `batches` beyond the `size` staged, so bound `batches` (e.g. with
-  itertools.islice) when its position is checkpointed.
+  along the batch axis. Yields (batch, state): `state` is the iterator's
+  position right after that batch, what a checkpoint taken after training on
+  it must store, since the iterator itself is up to `size` batches ahead.
   """
-  def put(batch):
+  def read():
+    batch = next(batches)
+    state = batches.get_state()
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+        lambda x: jax.make_array_from_process_local_data(sharding, x),
+        batch), state
 
-  queue = collections.deque(put(b) for b in itertools.islice(batches, size))
+  queue = collections.deque()
+  for _ in range(num_batches):
+    queue.append(read())
+    if len(queue) > size:
+      yield queue.popleft()
   while queue:
     yield queue.popleft()
-    for batch in itertools.islice(batches, 1):
-      queue.append(put(batch))
-

@@ -121,13 +121,14 @@ def _open_challenge_csv(path: str) -> Iterator[io.TextIOBase]:
         raise UserError(f'{path}: expected one .csv file inside the archive, '
                         f'found {[m.name for m in members]}. '
                         + describe_forms())
-      with io.TextIOWrapper(tar.extractfile(members[0]), 'utf-8') as f:
+      with io.TextIOWrapper(tar.extractfile(members[0]), 'utf-8-sig') as f:
         yield f
   elif lower.endswith('.gz'):
-    with gzip.open(path, 'rt', encoding='utf-8') as f:
+    with gzip.open(path, 'rt', encoding='utf-8-sig') as f:
       yield f
   else:
-    with open(path, encoding='utf-8') as f:
+    # utf-8-sig: spreadsheet programs save CSVs with a byte-order mark.
+    with open(path, encoding='utf-8-sig') as f:
       yield f
 
 
@@ -136,7 +137,8 @@ def _parse_pixels(text: str) -> np.ndarray | None:
   # np.fromstring is 5x faster than str.split here; it warns (raised as an
   # error by the caller's filter) when text stops it before the end.
   try:
-    pixels = np.fromstring(text, dtype=np.int32, sep=' ')
+    # int64: parsing as int32 wraps values >= 2**32 (2**32 + 1 -> 1).
+    pixels = np.fromstring(text, dtype=np.int64, sep=' ')
   except (ValueError, DeprecationWarning):
     return None
   if (pixels.size != IMAGE_SIZE * IMAGE_SIZE or pixels.min() < 0
@@ -269,7 +271,8 @@ def _folder_entries(path: str) -> tuple[list[str], Callable[[str], bytes],
   """Lists image-like files of a folder or zip; returns (names, read, close)."""
   if zipfile.is_zipfile(path):
     archive = zipfile.ZipFile(path)
-    names = [n for n in archive.namelist() if not n.endswith('/')]
+    # Sorted like a directory, so both forms give the same order.
+    names = sorted(n for n in archive.namelist() if not n.endswith('/'))
     return names, archive.read, archive.close
   names = []
   for root, _, files in os.walk(path):
@@ -367,9 +370,10 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
   if not os.path.exists(path):
     raise UserError(f'Dataset path {path} does not exist. ' + describe_forms())
   bad = _BadRecords(on_bad_record)
-  if os.path.isdir(path) and os.path.isfile(os.path.join(path,
-                                                         'fer2013.csv')):
-    path = os.path.join(path, 'fer2013.csv')
+  for extracted in ('fer2013.csv', os.path.join('fer2013', 'fer2013.csv')):
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, extracted)):
+      path = os.path.join(path, extracted)
+      break
 
   if _is_csv_form(path):
     rows = _read_challenge_csv(path, bad)

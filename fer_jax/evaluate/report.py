@@ -1,50 +1,113 @@
 """Re-evaluates a run's best checkpoint on val and test: report.json + figure.
 
 The numbers come from the restored checkpoint, never from logged metrics, so
-a report can be regenerated from the run directory alone.
+a report can be regenerated from the run directory alone. report.json also
+holds the model's cost: parameters, XLA's FLOPs for one image, and the
+median logged training time per epoch (the one number a checkpoint cannot
+give back).
 """
 
+import dataclasses
 import logging
+import statistics
 
-from fer_jax import inference, models, rundir
+import numpy as np
+
+from fer_jax import inference, metrics, models, rundir
 from fer_jax.data import dataset, sources
 from fer_jax.evaluate import plots
 
 CONFUSION_PNG = 'confusion_matrix.png'
+SPLITS = ('val', 'test')
 
 
-def write_report(run: rundir.RunDir,
-                 data: sources.FerData | None = None) -> dict:
-  """Evaluates the best checkpoint of `run`; writes and returns the report.
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """A run's best checkpoint evaluated: its report and what figures need."""
+  run: rundir.RunDir
+  report: dict
+  trained: inference.TrainedModel
+  data: sources.FerData
+  logits: dict[str, np.ndarray]  # Single-crop logits of each of SPLITS.
+
+
+def forward_mflops(logits_fn, variables, image: np.ndarray) -> float:
+  """XLA's cost analysis of the jitted forward pass on `image` ([1, H, W]);
+  a multiply-add counts as two FLOPs."""
+  cost = logits_fn.lower(variables, image).compile().cost_analysis()
+  return cost['flops'] / 1e6
+
+
+def _scores(logits: np.ndarray, labels: np.ndarray,
+            class_names: tuple[str, ...]) -> dict:
+  # As inference.evaluate, from logits the figures reuse.
+  result = metrics.classification_metrics(labels, logits.argmax(-1),
+                                          class_names)
+  result['loss'] = inference.softmax_cross_entropy(logits, labels)
+  return result
+
+
+def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
+                 ten_crop: bool = False) -> Evaluation:
+  """Evaluates the best checkpoint of `run`; writes report.json and the test
+  confusion matrix into it.
 
   `data` saves re-reading the dataset when the caller already holds it.
+  `ten_crop` adds `report['ten_crop'][split]`: the same metrics with ten-crop
+  test-time augmentation (inference.ten_crops).
   """
   config = run.load_config()
   trained = inference.load_trained(run, 'best')
   if data is None:
     data = dataset.load(config.data, config.seed)
+
+  def logits_of(logits_fn, batch_size):
+    return {name: inference.batched_logits(logits_fn, trained.variables,
+                                           data.splits[name].images,
+                                           batch_size) for name in SPLITS}
+
+  def scores_of(logits):
+    return {name: _scores(logits[name], data.splits[name].labels,
+                          trained.class_names) for name in SPLITS}
+
   logits_fn = inference.make_logits_fn(trained.model, trained.input_spec)
+  logits = logits_of(logits_fn, config.train.eval_batch_size)
+  records = run.read_metrics()
   report = {
       'model': config.model.name,
       'num_params': models.count_params(trained.variables['params']),
+      'mflops': forward_mflops(logits_fn, trained.variables,
+                               data.splits['test'].images[:1]),
+      'seconds_per_epoch': statistics.median(
+          r['train_seconds'] for r in records),
+      'epochs': len(records),
       'best_epoch': trained.loop['best_epoch'],
       'selection_metric': config.train.selection_metric,
       'class_names': list(trained.class_names),
+      **scores_of(logits),
   }
-  for name in ('val', 'test'):
-    split = data.splits[name]
-    report[name] = inference.evaluate(logits_fn, trained.variables,
-                                      split.images, split.labels,
-                                      trained.class_names,
-                                      config.train.eval_batch_size)
+  if ten_crop:
+    ten_crop_fn = inference.make_logits_fn(trained.model, trained.input_spec,
+                                           ten_crop=True)
+    # Ten crops per image: a tenth of the images keeps the batch's memory.
+    report['ten_crop'] = scores_of(logits_of(
+        ten_crop_fn, max(1, config.train.eval_batch_size // 10)))
   run.write_json(rundir.REPORT, report)
   plots.confusion_matrix(
       report['test']['confusion_matrix'], trained.class_names,
       run.file(CONFUSION_PNG),
       title=f'{config.model.name}, PrivateTest (best epoch '
             f'{report["best_epoch"]} on PublicTest)')
-  for name in ('val', 'test'):
-    logging.info('%s: accuracy %.4f, macro-F1 %.4f, weighted-F1 %.4f', name,
-                 report[name]['accuracy'], report[name]['macro_f1'],
-                 report[name]['weighted_f1'])
-  return report
+  logged = {f'{name}, single crop': report[name] for name in SPLITS}
+  logged |= {f'{name}, ten crops': result
+             for name, result in report.get('ten_crop', {}).items()}
+  for what, result in logged.items():
+    logging.info('%s: accuracy %.4f, macro-F1 %.4f, weighted-F1 %.4f', what,
+                 result['accuracy'], result['macro_f1'], result['weighted_f1'])
+  return Evaluation(run, report, trained, data, logits)
+
+
+def write_report(run: rundir.RunDir, data: sources.FerData | None = None, *,
+                 ten_crop: bool = False) -> dict:
+  """Evaluates the best checkpoint of `run`; writes and returns the report."""
+  return evaluate_run(run, data, ten_crop=ten_crop).report

@@ -6,10 +6,10 @@ PrivateTest (`test`) is never looked at here.
 """
 
 import functools
-import itertools
 import logging
-import math
+import signal
 import sys
+import threading
 import time
 
 import jax
@@ -21,7 +21,7 @@ from tensorboardX import SummaryWriter
 
 from fer_jax import inference, metrics, models, rundir
 from fer_jax.data import dataset, pipeline, preprocess, sources
-from fer_jax.errors import UserError
+from fer_jax.errors import Interrupted, UserError
 from fer_jax.train import optim, step
 
 
@@ -42,6 +42,49 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.train.selection_metric={metric!r} must be a '
                     "validation metric such as 'val/macro_f1' or 'val/loss': "
                     'models are never selected on the test split.')
+
+
+class _StopSignals:
+  """Records SIGTERM / SIGINT instead of dying, so the loop can checkpoint
+  first; a second signal of the same kind acts as usual."""
+
+  def __init__(self):
+    self.signal = 0
+    self._previous = {}
+
+  def _handle(self, signal_number, frame):
+    del frame
+    self.signal = signal_number
+    signal.signal(signal_number, self._previous[signal_number])
+    logging.warning('%s received: saving a checkpoint, then stopping.',
+                    signal.Signals(signal_number).name)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for number in (signal.SIGTERM, signal.SIGINT):
+        self._previous[number] = signal.signal(number, self._handle)
+    return self
+
+  def __exit__(self, *exc_info):
+    for number, handler in self._previous.items():
+      signal.signal(number, handler)
+
+
+class _PartialEpoch:
+  """The train metrics of an epoch so far, as JSON for mid-epoch checkpoints."""
+  EMPTY = {'losses': [], 'predictions': [], 'labels': [], 'seconds': 0.0}
+
+  @staticmethod
+  def extend(partial: dict, step_metrics: list, start: float) -> dict:
+    """`partial` plus the device-side `step_metrics` since `start`."""
+    fetched = jax.device_get(step_metrics)  # The epoch's one host sync.
+    return {
+        'losses': partial['losses'] + [float(m['loss']) for m in fetched],
+        'predictions': partial['predictions'] + [
+            int(p) for m in fetched for p in m['predictions']],
+        'labels': partial['labels'] + [
+            int(l) for m in fetched for l in m['labels']],
+        'seconds': partial['seconds'] + time.perf_counter() - start}
 
 
 def _improved(value: float, best: float | None, metric: str) -> bool:
@@ -67,7 +110,7 @@ def train(config: ml_collections.ConfigDict,
   spec = preprocess.input_spec(config.data.normalization,
                                config.data.image_size, config.data.channels,
                                train_split.images)
-  if (run.latest_epoch() is not None
+  if (run.latest_step() is not None
       and run.read_json(rundir.CONFIG) != rundir.as_json(config)):
     logging.warning('Resuming %s with a config that differs from its '
                     'config.json; the new one is saved.', run.path)
@@ -123,114 +166,138 @@ def train(config: ml_collections.ConfigDict,
                                   config.train.plateau_patience)
   loop = {'epoch': 0, 'best_value': None, 'best_epoch': 0,
           'epochs_without_improvement': 0, 'stopped_early': False,
-          'plateau': plateau.to_json()}
-  if run.latest_epoch() is not None:
+          'plateau': plateau.to_json(), 'partial_epoch': None}
+  if run.latest_step() is not None:
     restored = run.restore('latest', model=state.model_variables,
                            optimizer={'step': state.step,
                                       'opt_state': state.opt_state},
-                           data_iterator=batches)
+                           with_data_state=True)
     state = step.TrainState(params=restored['model']['params'],
                             batch_stats=restored['model']['batch_stats'],
                             **restored['optimizer'])
+    batches.set_state(restored['data'])
     loop = restored['loop']
     plateau = optim.ReduceOnPlateau(**loop['plateau'])
-    logging.info('Resumed %s after epoch %d.', run.path, loop['epoch'])
+    logging.info('Resumed %s at step %d (epoch %d done).', run.path,
+                 restored['step'], loop['epoch'])
   run.truncate_metrics(loop['epoch'])
   writer = SummaryWriter(run.file(rundir.TENSORBOARD),
                          purge_step=loop['epoch'] + 1)
 
+  def save_latest(data_state, partial_epoch):
+    loop['partial_epoch'] = partial_epoch
+    run.save('latest', int(state.step), model=state.model_variables,
+             loop=loop, optimizer={'step': state.step,
+                                   'opt_state': state.opt_state},
+             data_state=data_state)
+
   # ----------------------------------------------------------------- Epochs.
   metric = config.train.selection_metric
+  every = config.train.checkpoint_every_steps
   first_epoch = loop['epoch'] + 1
   if loop['stopped_early']:
     first_epoch = config.train.epochs + 1
-  for epoch in range(first_epoch, config.train.epochs + 1):
-    start = time.perf_counter()
-    progress = tqdm.tqdm(total=steps_per_epoch * global_batch, unit='img',
-                         desc=f'epoch {epoch}/{config.train.epochs}',
-                         leave=False, mininterval=1 if sys.stderr.isatty()
-                         else 30, disable=jax.process_index() != 0)
-    step_metrics = []
-    epoch_batches = pipeline.to_device(
-        itertools.islice(batches, steps_per_epoch), batch_sharding,
-        config.data.prefetch_batches)
-    for i, batch in enumerate(epoch_batches):
-      state, results = train_step(state, batch, dropout_rng)
-      step_metrics.append(results)
-      progress.update(global_batch)
-      if i % config.train.log_every_steps == 0:
-        progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
-    step_metrics = jax.device_get(step_metrics)
-    train_seconds = time.perf_counter() - start
-    progress.close()
+  with _StopSignals() as stop:
+    for epoch in range(first_epoch, config.train.epochs + 1):
+      partial = loop['partial_epoch'] or _PartialEpoch.EMPTY
+      done = len(partial['losses'])
+      start = time.perf_counter()
+      progress = tqdm.tqdm(
+          total=steps_per_epoch * global_batch, initial=done * global_batch,
+          unit='img', desc=f'epoch {epoch}/{config.train.epochs}',
+          leave=False, mininterval=1 if sys.stderr.isatty() else 30,
+          disable=jax.process_index() != 0)
+      step_metrics = []
+      data_state = None
+      for i, (batch, data_state) in enumerate(pipeline.to_device(
+          batches, steps_per_epoch - done, batch_sharding,
+          config.data.prefetch_batches), start=done + 1):
+        state, results = train_step(state, batch, dropout_rng)
+        step_metrics.append(results)
+        progress.update(global_batch)
+        if i % config.train.log_every_steps == 0:
+          progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
+        if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
+          partial = _PartialEpoch.extend(partial, step_metrics, start)
+          step_metrics, start = [], time.perf_counter()
+          save_latest(data_state, partial)
+          if stop.signal:
+            run.wait_until_finished()
+            raise Interrupted(
+                f'Stopped by {signal.Signals(stop.signal).name} in epoch '
+                f'{epoch} at step {int(state.step)}; a checkpoint is saved: '
+                'run the same command again to resume.', stop.signal)
+      progress.close()
+      partial = _PartialEpoch.extend(partial, step_metrics, start)
+      bad_steps = np.flatnonzero(~np.isfinite(partial['losses']))
+      if bad_steps.size:
+        bad_step = (epoch - 1) * steps_per_epoch + bad_steps[0] + 1
+        raise UserError(
+            f'The training loss became {partial["losses"][bad_steps[0]]} at '
+            f'step {bad_step} (epoch {epoch}); lower '
+            'config.train.learning_rate. The last good checkpoint (epoch '
+            f'{loop["epoch"]}) is kept in {run.path}.')
 
-    val_split = data.splits['val']
-    val = inference.evaluate(logits_fn, state.model_variables,
-                             val_split.images, val_split.labels,
-                             data.class_names, config.train.eval_batch_size)
-    learning_rate = float(state.opt_state.hyperparams['learning_rate'])
-    train_metrics = metrics.classification_metrics(
-        np.concatenate([m['labels'] for m in step_metrics]),
-        np.concatenate([m['predictions'] for m in step_metrics]),
-        data.class_names)
-    record = {
-        'epoch': epoch, 'step': int(state.step),
-        'train/loss': float(np.mean([m['loss'] for m in step_metrics])),
-        'train/accuracy': train_metrics['accuracy'],
-        'train/macro_f1': train_metrics['macro_f1'],
-        'learning_rate': learning_rate,
-        'train_seconds': train_seconds,
-        'train_images_per_second': steps_per_epoch * global_batch
-                                   / train_seconds,
-        **metrics.flat_scalars(val, 'val')}
-    if not math.isfinite(record['train/loss']):
-      raise UserError(f'The training loss became {record["train/loss"]} in '
-                      f'epoch {epoch} (by step {int(state.step)}); lower '
-                      'config.train.learning_rate. The last good checkpoint '
-                      f'(epoch {loop["epoch"]}) is kept in {run.path}.')
-    run.append_metrics(record)
-    for key, value in record.items():
-      if key not in ('epoch', 'step'):
-        writer.add_scalar(key, value, epoch)
-    writer.flush()
-    logging.info('epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc '
-                 '%.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s', epoch,
-                 config.train.epochs, record['train/loss'],
-                 record['train/accuracy'], record['val/loss'],
-                 record['val/accuracy'], record['val/macro_f1'],
-                 learning_rate, train_seconds,
-                 record['train_images_per_second'])
+      val_split = data.splits['val']
+      val = inference.evaluate(logits_fn, state.model_variables,
+                               val_split.images, val_split.labels,
+                               data.class_names, config.train.eval_batch_size)
+      train_metrics = metrics.classification_metrics(
+          np.asarray(partial['labels']), np.asarray(partial['predictions']),
+          data.class_names)
+      learning_rate = float(state.opt_state.hyperparams['learning_rate'])
+      record = {
+          'epoch': epoch, 'step': int(state.step),
+          'train/loss': float(np.mean(partial['losses'])),
+          'train/accuracy': train_metrics['accuracy'],
+          'train/macro_f1': train_metrics['macro_f1'],
+          'learning_rate': learning_rate,
+          'train_seconds': partial['seconds'],
+          'train_images_per_second': steps_per_epoch * global_batch
+                                     / partial['seconds'],
+          **metrics.flat_scalars(val, 'val')}
+      if metric not in record:
+        raise UserError(f'config.train.selection_metric={metric!r} is not '
+                        f'logged; choose one of {sorted(record)}.')
+      run.append_metrics(record)
+      for key, value in record.items():
+        if key not in ('epoch', 'step'):
+          writer.add_scalar(key, value, epoch)
+      writer.flush()
+      logging.info('epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f '
+                   'acc %.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s',
+                   epoch, config.train.epochs, record['train/loss'],
+                   record['train/accuracy'], record['val/loss'],
+                   record['val/accuracy'], record['val/macro_f1'],
+                   learning_rate, partial['seconds'],
+                   record['train_images_per_second'])
 
-    if config.train.schedule == 'plateau':
-      factor = plateau.scale(record['val/loss'])
-      if factor != 1.0:
-        # A strongly typed float32, as in the state: no recompilation.
-        state.opt_state.hyperparams['learning_rate'] = jax.device_put(
-            np.float32(learning_rate * factor), replicated)
-        logging.info('Validation loss plateaued: learning rate -> %.2g.',
-                     learning_rate * factor)
-    if metric not in record:
-      raise UserError(f'config.train.selection_metric={metric!r} is not '
-                      f'logged; choose one of {sorted(record)}.')
-    loop['epoch'] = epoch
-    loop['plateau'] = plateau.to_json()
-    if _improved(record[metric], loop['best_value'], metric):
-      loop.update(best_value=record[metric], best_epoch=epoch,
-                  epochs_without_improvement=0)
-      run.save('best', epoch, model=state.model_variables, loop=loop)
-    else:
-      loop['epochs_without_improvement'] += 1
-    patience = config.train.early_stopping_patience
-    loop['stopped_early'] = bool(
-        patience and loop['epochs_without_improvement'] >= patience
-        and epoch < config.train.epochs)
-    run.save('latest', epoch, model=state.model_variables, loop=loop,
-             optimizer={'step': state.step, 'opt_state': state.opt_state},
-             data_iterator=batches)
-    if loop['stopped_early']:
-      logging.info('Early stopping: no better %s for %d epochs.', metric,
-                   patience)
-      break
+      if config.train.schedule == 'plateau':
+        factor = plateau.scale(record['val/loss'])
+        if factor != 1.0:
+          # A strongly typed float32, as in the state: no recompilation.
+          state.opt_state.hyperparams['learning_rate'] = jax.device_put(
+              np.float32(learning_rate * factor), replicated)
+          logging.info('Validation loss plateaued: learning rate -> %.2g.',
+                       learning_rate * factor)
+      loop['epoch'] = epoch
+      loop['plateau'] = plateau.to_json()
+      if _improved(record[metric], loop['best_value'], metric):
+        loop.update(best_value=record[metric], best_epoch=epoch,
+                    epochs_without_improvement=0, partial_epoch=None)
+        run.save('best', int(state.step), model=state.model_variables,
+                 loop=loop)
+      else:
+        loop['epochs_without_improvement'] += 1
+      patience = config.train.early_stopping_patience
+      loop['stopped_early'] = bool(
+          patience and loop['epochs_without_improvement'] >= patience
+          and epoch < config.train.epochs)
+      save_latest(data_state, None)
+      if loop['stopped_early']:
+        logging.info('Early stopping: no better %s for %d epochs.', metric,
+                     patience)
+        break
 
   writer.close()
   run.wait_until_finished()

@@ -1,0 +1,44 @@
+"""Regenerates the tables and figures of trained runs from their checkpoints.
+
+  python -m fer_jax.report --workdirs runs/resnet_small --out reports/rs
+  python -m fer_jax.report --workdirs runs/sweep1/*/ --out reports/sweep1 \
+      --ten_crop --data_path=../shared/datasets/fer2013/fer2013.tar.gz
+
+Each best checkpoint is restored and re-evaluated on val and test (the run's
+report.json is rewritten); the tables go to <out>/summary.md and .csv, each
+run's figures to <out>/<run name>/. A sweep directory stands for its runs.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from fer_jax.errors import UserError
+from fer_jax.evaluate import regenerate
+
+flags.DEFINE_multi_string('workdirs', None, 'Run or sweep directories; more '
+                          'may follow as plain arguments (a shell glob).')
+flags.DEFINE_string('out', None, 'Folder for the tables and figures.')
+flags.DEFINE_string('data_path', '', 'Dataset location, when config.json\'s '
+                    'data.path (as given at training time) is not valid here.')
+flags.DEFINE_bool('ten_crop', False, 'Also evaluate with ten-crop test-time '
+                  'augmentation, reported beside single-crop.')
+flags.DEFINE_integer('tsne_points', 1000, 'Test images in the t-SNE plots.')
+flags.mark_flags_as_required(['workdirs', 'out'])
+
+
+def main(argv):
+  logging.set_verbosity(logging.INFO)
+  try:
+    path = regenerate.regenerate(
+        flags.FLAGS.workdirs + argv[1:], flags.FLAGS.out,
+        data_path=flags.FLAGS.data_path, ten_crop=flags.FLAGS.ten_crop,
+        tsne_points=flags.FLAGS.tsne_points)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(f'tables: {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)

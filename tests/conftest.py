@@ -1,0 +1,147 @@
+"""Shared fixtures: small synthetic FER2013 files in every downloaded form."""
+
+import dataclasses
+import gzip
+import io
+import pathlib
+import tarfile
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_jax.data.sources import FER2013_CLASSES
+
+USAGES = ('Training', 'PublicTest', 'PrivateTest')
+
+
+def block_images(count: int, seed: int = 0) -> np.ndarray:
+  """uint8 [count, 48, 48] of random 8x8 blocks: distinct, JPEG-stable."""
+  rng = np.random.default_rng(seed)
+  blocks = rng.integers(0, 256, (count, 6, 6))
+  return np.kron(blocks, np.ones((1, 8, 8), np.int64)).astype(np.uint8)
+
+
+def encode(image: np.ndarray, ext: str) -> bytes:
+  """Encodes an image array as `ext` ('.png', '.jpg', ...) bytes."""
+  ok, data = cv2.imencode(ext, image)
+  assert ok
+  return data.tobytes()
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One FER2013 image as the challenge CSV holds it."""
+  image: np.ndarray  # uint8 [48, 48].
+  label: int  # Index into FER2013_CLASSES.
+  usage: str  # Training, PublicTest or PrivateTest.
+
+  def csv_line(self) -> str:
+    return f'{self.label},{" ".join(map(str, self.image.ravel()))},{self.usage}'
+
+
+def make_records(per_usage=(3, 1, 1), seed: int = 0) -> list[Record]:
+  """`per_usage[u]` images per class for each usage, in a shuffled row order."""
+  specs = [(label, usage) for usage, count in zip(USAGES, per_usage)
+           for label in range(len(FER2013_CLASSES)) for _ in range(count)]
+  order = np.random.default_rng(seed).permutation(len(specs))
+  images = block_images(len(specs), seed)
+  return [Record(images[i], specs[j][0], specs[j][1])
+          for i, j in enumerate(order)]
+
+
+class SyntheticFer:
+  """Writes `records` under `root` as the CSV, archive and folder forms."""
+
+  def __init__(self, root: pathlib.Path, records: list[Record]):
+    self.root = root
+    self.records = records
+
+  def csv_lines(self) -> list[str]:
+    """The data lines of fer2013.csv, one per record, without the header."""
+    return [record.csv_line() for record in self.records]
+
+  def csv_text(self, lines: list[str] | None = None) -> str:
+    lines = self.csv_lines() if lines is None else lines
+    return 'emotion,pixels,Usage\n' + ''.join(line + '\n' for line in lines)
+
+  def write_csv(self, name: str = 'fer2013.csv',
+                lines: list[str] | None = None) -> str:
+    path = self.root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(self.csv_text(lines))
+    return str(path)
+
+  def write_csv_gz(self, name: str = 'fer2013.csv.gz') -> str:
+    path = self.root / name
+    with gzip.open(path, 'wt') as f:
+      f.write(self.csv_text())
+    return str(path)
+
+  def write_tar(self, name: str = 'fer2013.tar.gz',
+                members: dict[str, bytes] | None = None) -> str:
+    """The Kaggle archive: fer2013/fer2013.csv beside a README."""
+    if members is None:
+      members = {'fer2013/README': b'FER2013 challenge data.\n',
+                 'fer2013/fer2013.csv': self.csv_text().encode()}
+    path = self.root / name
+    with tarfile.open(path, 'w:gz') as tar:
+      for member, data in members.items():
+        info = tarfile.TarInfo(member)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return str(path)
+
+  def folder_files(self, ext: str = '.png',
+                   prefixes: bool = True) -> dict[str, bytes]:
+    """Image-folder layout: relative path -> encoded image bytes."""
+    files = {}
+    for i, record in enumerate(self.records):
+      top = 'train' if record.usage == 'Training' else 'test'
+      stem = f'{record.usage}_{1000 + i}' if prefixes else f'{1000 + i}'
+      name = f'{top}/{FER2013_CLASSES[record.label]}/{stem}{ext}'
+      files[name] = encode(record.image, ext)
+    return files
+
+  def write_folder(self, name: str = 'images', ext: str = '.png',
+                   prefixes: bool = True,
+                   extra: dict[str, bytes] | None = None) -> str:
+    files = {**self.folder_files(ext, prefixes), **(extra or {})}
+    for relative, data in files.items():
+      path = self.root / name / relative
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_bytes(data)
+    return str(self.root / name)
+
+  def write_zip(self, name: str = 'images.zip', ext: str = '.jpg',
+                prefixes: bool = True,
+                extra: dict[str, bytes] | None = None) -> str:
+    """As `write_folder`, in a shuffled entry order like real zips."""
+    files = {**self.folder_files(ext, prefixes), **(extra or {})}
+    names = sorted(files)
+    order = np.random.default_rng(len(names)).permutation(len(names))
+    path = self.root / name
+    with zipfile.ZipFile(path, 'w') as archive:
+      for i in order:
+        archive.writestr(names[i], files[names[i]])
+    return str(path)
+
+
+@pytest.fixture
+def fer_records() -> list[Record]:
+  """35 records: 3 Training, 1 PublicTest, 1 PrivateTest image per class."""
+  return make_records()
+
+
+@pytest.fixture
+def synthetic_fer(tmp_path, fer_records) -> SyntheticFer:
+  return SyntheticFer(tmp_path, fer_records)
+
+
+@pytest.fixture
+def make_synthetic_fer(tmp_path):
+  """Factory: `make_synthetic_fer(per_usage, seed)` -> SyntheticFer."""
+  def make(per_usage=(3, 1, 1), seed=0) -> SyntheticFer:
+    return SyntheticFer(tmp_path, make_records(per_usage, seed))
+  return make
