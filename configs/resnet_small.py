@@ -17,5 +17,9 @@ from fer_jax.config import default_config
 def get_config():
   config = default_config()
   config.model.name = 'resnet_small'
+  config.model.stem_features = 32
+  config.model.block_features = (64, 128)
+  config.model.pooling = 'flatten'  # Or 'gap'.
+  config.model.hidden_units = 0
   config.model.dropout = 0.15
   return config

@@ -38,6 +38,10 @@ def default_config() -> ml_collections.ConfigDict:
   augment.hflip = True
   augment.brightness = 0.0  # Fraction of 255, +-.
   augment.contrast = 0.0  # Relative contrast change, +-.
+  # 'host': in Grain, per image on the CPU; 'device': batched inside the
+  # jitted train step (fer_jax/data/device_augment.py), Grain only shuffles
+  # and batches uint8 faces. Same knobs and ranges either way.
+  augment.where = 'host'
 
   config.model = model = ml_collections.ConfigDict()
   model.name = 'resnet_small'  # Other fields are the model's own settings.
@@ -46,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   train.epochs = 40
   train.batch_size = 64  # Global, over all devices and hosts.
+  # Activations and compute: 'float32' or 'bfloat16' (accelerators); params,
+  # optimizer state and the loss stay float32.
+  train.compute_dtype = 'float32'
   train.optimizer = 'adam'  # 'adam', 'adamw' or 'sgd'.
   train.learning_rate = 1e-3
   train.momentum = 0.9  # sgd only.

@@ -23,6 +23,41 @@ flags.DEFINE_string('workdir', None, 'Run directory: config, metrics, '
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a mistyped override as one line, not a traceback."""
+  try:
+    argv = flags.FLAGS(argv)
+    flags.FLAGS.config.keys()  # config_flags defers load errors to first use.
+    return argv
+  except OSError as e:
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+  except flags.Error as e:
+    print(f'error: {_one_line(e)} Pass --helpfull for the flags.',
+          file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # config_flags raises these for an override of a missing config field
+    # or of the wrong type.
+    overrides = [a for a in argv[1:] if a.lstrip('-').startswith('config.')]
+    print(f'error: bad config override in {" ".join(overrides)}: '
+          f'{_one_line(e)} Every knob is listed with its default in '
+          'fer_jax/config.py and the config file.', file=sys.stderr)
+  sys.exit(2)
+
+
+def _one_line(error: Exception) -> str:
+  """The message of `error` on one line, ending in punctuation."""
+  # ConfigDict wraps a KeyError in an AttributeError; a KeyError's str() is
+  # the repr of its message.
+  while error.args and isinstance(error.args[0], Exception):
+    error = error.args[0]
+  if isinstance(error, KeyError) and error.args:
+    message = str(error.args[0])
+  else:
+    message = str(error)
+  message = ' '.join(message.split())
+  return message if message.endswith(('.', '?', '!')) else message + '.'
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -43,4 +78,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

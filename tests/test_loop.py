@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -93,25 +91,6 @@ def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):
   records = run.read_metrics()
   assert len(records) < 6
   assert run.latest_step('best') == 84 // 16  # Epoch 1: nothing is learnt.
-
-
-def _main(*args, cwd):
-  return subprocess.run([sys.executable, '-m', 'fer_jax.main', *args],
-                        capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-@pytest.mark.parametrize('override, message', [
-    ('--config.data.path=/nowhere/fer2013.csv', 'does not exist'),
-    ('--config.model.name=resnet_huge', 'Unknown model'),
-    ('--config.train.optimizer=adagrad', 'config.train.optimizer'),
-])
-def test_user_errors_end_in_one_line_and_exit_2(override, message, tmp_path):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  result = _main('--config=configs/resnet_small.py',
-                 f'--workdir={tmp_path}/run', override, cwd=root)
-  assert result.returncode == 2, result.stderr
-  assert message in result.stderr
-  assert 'Traceback' not in result.stderr
 
 
 def test_plateau_halves_the_learning_rate(csv_path, tmp_path):

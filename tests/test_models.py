@@ -1,9 +1,20 @@
+import dataclasses
+import os
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from fer_jax import models
+import fakedata
+from fer_jax import models, rundir, sweeps
+from fer_jax.config import default_config
+from fer_jax.data import preprocess
 from fer_jax.errors import UserError
+from fer_jax.train import optim, step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
 
 
 def _init(model, size=48, channels=1):
@@ -49,3 +60,80 @@ def test_unknown_model_lists_the_choices():
 def test_unknown_model_setting_names_it():
   with pytest.raises(UserError, match='config.model.widht'):
     models.create('resnet_small', 7, widht=3)
+
+
+def test_mobilenetv2_small_parameter_count_matches_reference_study():
+  variables = _init(models.create('mobilenetv2_small', 7))
+  num_params = models.count_params(variables['params'])
+  assert 125_000 <= num_params <= 135_000  # The study's ~130k.
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_mobilenetv2_small_outputs_logits_and_pre_logits(train):
+  model = models.create('mobilenetv2_small', 5)
+  variables = _init(model)
+  logits, state = model.apply(
+      variables, jnp.ones((3, 48, 48, 1)), train=train,
+      rngs={'dropout': jax.random.key(1)},
+      mutable=['intermediates', 'batch_stats'])
+  assert logits.shape == (3, 5)
+  (pre_logits,) = state['intermediates']['pre_logits']
+  assert pre_logits.shape == (3, 128)
+
+
+def test_mobilenetv2_small_is_deterministic_in_eval_only():
+  model = models.create('mobilenetv2_small', 7, dropout=0.5)
+  variables = _init(model)
+  x = jax.random.uniform(jax.random.key(1), (2, 48, 48, 1))
+  eval_a = model.apply(variables, x, train=False)
+  eval_b = model.apply(variables, x, train=False)
+  train_a, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                           rngs={'dropout': jax.random.key(2)})
+  train_b, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                           rngs={'dropout': jax.random.key(3)})
+  assert jnp.array_equal(eval_a, eval_b)
+  assert not jnp.allclose(train_a, train_b)
+
+
+def test_mobilenetv2_small_config_lists_every_setting():
+  config = sweeps.load_config(os.path.join(ROOT, 'configs',
+                                           'mobilenetv2_small.py'))
+  settings = rundir.as_json(config)['model']  # As a run reads it back.
+  name = settings.pop('name')
+  fields = {f.name for f in dataclasses.fields(models.MODELS[name])}
+  assert set(settings) == fields - {'num_classes', 'parent', 'name', 'dtype'}
+  variables = _init(models.create(name, 7, **settings))
+  assert models.count_params(variables['params']) == models.count_params(
+      _init(models.create(name, 7))['params'])
+
+
+def test_mobilenetv2_small_trains():
+  # Narrow, so that it is quick on a CPU; every kind of block is still there.
+  model = models.create('mobilenetv2_small', 7, stem_features=8,
+                        stages=((1, 8, 1, 1), (6, 16, 1, 2), (6, 16, 2, 2)),
+                        head_features=32, dropout=0.0)
+  train_config = default_config().train
+  train_config.update(learning_rate=1e-2, schedule='constant')
+  optimizer = optim.create(train_config, steps_per_epoch=10)
+  state = step.init_state(model, optimizer, SPEC, jax.random.key(0))
+  train_step = jax.jit(step.make_train_step(model, optimizer, SPEC,
+                                            np.ones(7, np.float32), 0.0))
+  labels = np.arange(28) % 7
+  batch = {'image': fakedata.class_images(labels),
+           'label': labels.astype(np.int32)}
+  losses = []
+  for _ in range(15):
+    state, metrics = train_step(state, batch, jax.random.key(1))
+    losses.append(float(metrics['loss']))
+  assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_mobilenetv2_small_computes_in_bfloat16_with_float32_params():
+  model = models.create('mobilenetv2_small', 7, compute_dtype='bfloat16')
+  variables = _init(model)
+  assert all(leaf.dtype == jnp.float32
+             for leaf in jax.tree.leaves(variables['params']))
+  logits, state = model.apply(variables, jnp.ones((2, 48, 48, 1)),
+                              mutable=['intermediates'])
+  assert logits.dtype == jnp.float32
+  assert state['intermediates']['pre_logits'][0].dtype == jnp.bfloat16

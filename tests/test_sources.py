@@ -575,13 +575,13 @@ def test_other_sizes_and_colour_images_are_converted(synthetic_fer, form):
 
 def test_missing_path_is_a_user_error(tmp_path):
   path = str(tmp_path / 'fer2013.csv')
-  with pytest.raises(UserError, match='accepted forms') as error:
+  with pytest.raises(UserError, match='Accepted forms') as error:
     sources.load(path)
   assert path in str(error.value) and 'does not exist' in str(error.value)
 
 
 def test_empty_path_is_a_user_error():
-  with pytest.raises(UserError, match='accepted forms') as error:
+  with pytest.raises(UserError, match='Accepted forms') as error:
     sources.load('')
   assert 'data.path' in str(error.value)
 
@@ -594,7 +594,7 @@ def test_empty_path_is_a_user_error():
 def test_unrecognised_file_is_a_user_error(tmp_path, name, content):
   path = tmp_path / name
   path.write_bytes(content)
-  with pytest.raises(UserError, match='accepted forms') as error:
+  with pytest.raises(UserError, match='Accepted forms') as error:
     sources.load(str(path))
   message = str(error.value)
   assert str(path) in message
@@ -606,7 +606,7 @@ def test_unrecognised_file_is_a_user_error(tmp_path, name, content):
 def test_csv_with_another_header_is_a_user_error(tmp_path):
   path = tmp_path / 'fer2013.csv'
   path.write_text('label,image\n3,1 2 3\n')
-  with pytest.raises(UserError, match='accepted forms') as error:
+  with pytest.raises(UserError, match='Accepted forms') as error:
     sources.load(str(path))
   assert 'emotion,pixels,Usage' in str(error.value)
 

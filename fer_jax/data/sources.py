@@ -53,9 +53,10 @@ DOWNLOAD_HINT = (
 
 
 def describe_forms() -> str:
-  return ('accepted forms: fer2013.csv, fer2013.csv.gz, fer2013.tar.gz/.tgz '
-          '(the challenge CSV), or an image folder as a directory or .zip '
-          'with train/<class>/ and test/<class>/. ' + DOWNLOAD_HINT)
+  return ('Accepted forms: fer2013.csv, fer2013.csv.gz, fer2013.tar.gz/.tgz '
+          '(the challenge CSV), an image folder as a directory or .zip with '
+          'train/<class>/ and test/<class>/, or a TFDS data dir prepared by '
+          'python -m fer_jax.data.tfds_fer2013. ' + DOWNLOAD_HINT)
 
 
 @dataclasses.dataclass(frozen=True)

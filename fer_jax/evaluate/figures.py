@@ -11,6 +11,7 @@ import jax
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
+from threadpoolctl import threadpool_limits
 
 from fer_jax import inference
 from fer_jax.data.preprocess import InputSpec
@@ -37,7 +38,11 @@ def tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
       features)
   # Perplexity must stay below the number of points.
   perplexity = min(30.0, (len(features) - 1) / 3)
-  return TSNE(perplexity=perplexity, random_state=seed).fit_transform(reduced)
+  # One OpenMP thread: t-SNE's threads spin-wait on each other, and on a
+  # busy machine one descheduled thread made it 10-60x slower.
+  with threadpool_limits(1, user_api='openmp'):
+    return TSNE(perplexity=perplexity,
+                random_state=seed).fit_transform(reduced)
 
 
 def write_figures(evaluation: report.Evaluation, out_dir: str, name: str, *,

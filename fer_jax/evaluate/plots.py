@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
@@ -56,6 +57,7 @@ def training_curves(records: Sequence[Mapping], best_epoch: int, path: str,
               label=split)
     ax.axvline(best_epoch, color='grey', linestyle=':', label='best epoch')
     ax.set(xlabel='epoch', title=metric)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
   _save(figure, path, title)
 
@@ -70,6 +72,7 @@ def per_class_curves(records: Sequence[Mapping], class_names: Sequence[str],
       ax.plot(epochs, [r[f'val/{score}/{name}'] for r in records],
               marker='.', label=name)
     ax.set(xlabel='epoch', title=f'val {score}', ylim=(-0.02, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   axes[-1].legend(loc='center left', bbox_to_anchor=(1.02, 0.5))
   _save(figure, path, title)
 

@@ -8,6 +8,7 @@ With the defaults and 7 classes it has 417,287 parameters (the study: ~418k).
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -16,23 +17,26 @@ import jax.numpy as jnp
 class ResidualBlock(nn.Module):
   """conv-BN-ReLU, conv-BN, plus a (projected) skip, then ReLU."""
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=0.9)
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(x)
+                             momentum=0.9, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    y = conv(self.features, (3, 3))(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
+    y = conv(self.features, (3, 3))(y)
     y = norm()(y)
     if x.shape[-1] != self.features:
-      x = nn.Conv(self.features, (1, 1), use_bias=False, name='projection')(x)
+      x = conv(self.features, (1, 1), name='projection')(x)
       x = norm(name='projection_norm')(x)
     return nn.relu(y + x)
 
 
 class ResNetSmall(nn.Module):
-  """Returns logits; sows the classifier input as `intermediates/pre_logits`."""
+  """Returns float32 logits; sows the classifier input as
+  `intermediates/pre_logits`."""
   num_classes: int
   stem_features: int = 32
   block_features: Sequence[int] = (64, 128)
@@ -41,13 +45,16 @@ class ResNetSmall(nn.Module):
   pooling: str = 'flatten'
   hidden_units: int = 0  # >0 adds a dense ReLU layer before the classifier.
   dropout: float = 0.0
+  # Activations and compute (config.train.compute_dtype); params stay float32.
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.Conv(self.stem_features, (3, 3))(x)
-    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    x = nn.Conv(self.stem_features, (3, 3), dtype=self.dtype)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)(x))
     for features in self.block_features:
-      x = ResidualBlock(features)(x, train)
+      x = ResidualBlock(features, dtype=self.dtype)(x, train)
       x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.pooling == 'gap':
@@ -55,7 +62,7 @@ class ResNetSmall(nn.Module):
     else:
       x = x.reshape(x.shape[0], -1)
     if self.hidden_units:
-      x = nn.relu(nn.Dense(self.hidden_units)(x))
+      x = nn.relu(nn.Dense(self.hidden_units, dtype=self.dtype)(x))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     self.sow('intermediates', 'pre_logits', x)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, dtype=self.dtype)(x).astype(jnp.float32)

@@ -16,11 +16,11 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
-from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX import SummaryWriter
 
 from fer_jax import inference, metrics, models, rundir
-from fer_jax.data import dataset, pipeline, preprocess, sources
+from fer_jax.data import dataset, device_augment, pipeline, preprocess
+from fer_jax.data import sources
 from fer_jax.errors import Interrupted, UserError
 from fer_jax.train import optim, step
 
@@ -28,8 +28,21 @@ from fer_jax.train import optim, step
 def _check_config(config: ml_collections.ConfigDict) -> None:
   """Fails on a mistyped name before the data is read or anything compiles."""
   model_settings = config.model.to_dict()
-  models.create(model_settings.pop('name'), 2, **model_settings)
+  name = model_settings.pop('name')
+  model = models.create(name, 2, compute_dtype=config.train.compute_dtype,
+                        **model_settings)
+  size, channels = config.data.image_size, config.data.channels
+  try:
+    # Shapes only: a setting of the wrong type (an override like
+    # --config.model.block_features=abc) fails here, not mid-run.
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
+                   jax.ShapeDtypeStruct((1, size, size, channels), np.float32))
+  except (TypeError, ValueError) as e:
+    raise UserError(f'config.model settings {model_settings} do not build a '
+                    f'{name} for {size}x{size}x{channels} inputs: '
+                    f'{" ".join(str(e).split("-" * 20)[0].split())}') from None
   optim.create(config.train, steps_per_epoch=1)
+  device_augment.from_config(config.data.augment)  # Checks every knob.
   dataset.class_weights(np.zeros(1, np.int32), 2, config.train.class_weights)
   if config.data.normalization not in preprocess.NORMALIZATIONS:
     raise UserError(f'config.data.normalization={config.data.normalization!r}'
@@ -93,6 +106,22 @@ def _improved(value: float, best: float | None, metric: str) -> bool:
   return value < best if metric.endswith('loss') else value > best
 
 
+def _check_losses(partial: dict, epoch: int, steps_per_epoch: int,
+                  run: rundir.RunDir) -> None:
+  """Stops on a NaN or Inf loss in the epoch so far, before it is saved."""
+  bad = np.flatnonzero(~np.isfinite(partial['losses']))
+  if not bad.size:
+    return
+  run.wait_until_finished()
+  good = run.latest_step()
+  kept = (f'The last good checkpoint (step {good}) is kept in {run.path}.'
+          if good is not None else 'No checkpoint was saved before it.')
+  raise UserError(
+      f'The training loss became {partial["losses"][bad[0]]} at step '
+      f'{(epoch - 1) * steps_per_epoch + bad[0] + 1} (epoch {epoch}); lower '
+      f'config.train.learning_rate. {kept}')
+
+
 def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
   return {'class_names': list(data.class_names),
           'input_spec': spec.to_json(),
@@ -128,15 +157,12 @@ def train(config: ml_collections.ConfigDict,
     raise UserError(f'The train split has {len(train_split)} images, fewer '
                     f'than one batch of {global_batch}; lower '
                     'config.train.batch_size.')
-  # Auto axes: XLA propagates the batch sharding through the step.
-  mesh = jax.make_mesh((num_devices,), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  batch_sharding = NamedSharding(mesh, PartitionSpec('data'))
-  replicated = NamedSharding(mesh, PartitionSpec())
+  batch_sharding, replicated = step.data_parallel(jax.devices())
 
   # ------------------------------------------------------ Model and state.
   model_settings = config.model.to_dict()
   model = models.create(model_settings.pop('name'), data.num_classes,
+                        compute_dtype=config.train.compute_dtype,
                         **model_settings)
   optimizer = optim.create(config.train, steps_per_epoch)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -152,12 +178,15 @@ def train(config: ml_collections.ConfigDict,
                                   config.train.class_weights)
   train_step = jax.jit(
       step.make_train_step(model, optimizer, spec, weights,
-                           config.train.label_smoothing),
+                           config.train.label_smoothing,
+                           device_augment.from_config(config.data.augment)),
       donate_argnums=0)
   logits_fn = inference.make_logits_fn(model, spec)
   batches = iter(pipeline.train_dataset(
       train_split, batch_size=global_batch // jax.process_count(),
-      seed=config.seed, augment_config=config.data.augment,
+      seed=config.seed,
+      augment_config=(config.data.augment if device_augment.where(
+          config.data.augment) == 'host' else None),
       num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count()))
 
@@ -220,6 +249,7 @@ def train(config: ml_collections.ConfigDict,
         if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
           partial = _PartialEpoch.extend(partial, step_metrics, start)
           step_metrics, start = [], time.perf_counter()
+          _check_losses(partial, epoch, steps_per_epoch, run)
           save_latest(data_state, partial)
           if stop.signal:
             run.wait_until_finished()
@@ -229,14 +259,7 @@ def train(config: ml_collections.ConfigDict,
                 'run the same command again to resume.', stop.signal)
       progress.close()
       partial = _PartialEpoch.extend(partial, step_metrics, start)
-      bad_steps = np.flatnonzero(~np.isfinite(partial['losses']))
-      if bad_steps.size:
-        bad_step = (epoch - 1) * steps_per_epoch + bad_steps[0] + 1
-        raise UserError(
-            f'The training loss became {partial["losses"][bad_steps[0]]} at '
-            f'step {bad_step} (epoch {epoch}); lower '
-            'config.train.learning_rate. The last good checkpoint (epoch '
-            f'{loop["epoch"]}) is kept in {run.path}.')
+      _check_losses(partial, epoch, steps_per_epoch, run)
 
       val_split = data.splits['val']
       val = inference.evaluate(logits_fn, state.model_variables,

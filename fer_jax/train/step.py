@@ -1,5 +1,6 @@
 """The train state and the train step: pure functions over pytrees."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -8,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import NamedSharding, PartitionSpec
 
+from fer_jax.data import device_augment
+from fer_jax.data.augment import RandomAugment
 from fer_jax.data.preprocess import InputSpec
 
 
@@ -21,6 +25,21 @@ class TrainState(struct.PyTreeNode):
   @property
   def model_variables(self) -> dict:
     return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def data_parallel(devices: Sequence[jax.Device]
+                  ) -> tuple[NamedSharding, NamedSharding]:
+  """(batch, replicated) shardings over a one-axis ('data') mesh of `devices`.
+
+  Batches are split along their first axis and the state is replicated; with
+  Auto axes XLA propagates the batch sharding through the step, so it
+  computes what one device would on the global batch (BatchNorm statistics
+  included) and the gradients are all-reduced.
+  """
+  mesh = jax.make_mesh((len(devices),), ('data',), devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  return (NamedSharding(mesh, PartitionSpec('data')),
+          NamedSharding(mesh, PartitionSpec()))
 
 
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation,
@@ -47,24 +66,33 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     input_spec: InputSpec, class_weights: np.ndarray,
-                    label_smoothing: float):
+                    label_smoothing: float,
+                    augment_settings: RandomAugment | None = None):
   """Returns `train_step(state, batch, rng) -> (state, metrics)`, unjitted.
 
-  `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}; normalisation
-  happens here, on the device. The dropout key is `rng` folded with the step,
-  so one key serves the whole run and resuming reproduces it.
+  `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}; augmentation
+  (with `augment_settings`, see `device_augment`) and normalisation happen
+  here, on the device. The step key is `rng` folded with the step, so one key
+  serves the whole run and resuming reproduces it; with device augmentation
+  it is split into an augmentation and a dropout key. The model may compute
+  in bfloat16; its logits are cast to float32 for the loss.
   """
   class_weights = jnp.asarray(class_weights)
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
-    images = input_spec(batch['image'])
+    images = batch['image']
     labels = batch['label']
     dropout_rng = jax.random.fold_in(rng, state.step)
+    if augment_settings is not None:
+      augment_rng, dropout_rng = jax.random.split(dropout_rng)
+      images = device_augment.augment(images, augment_rng, augment_settings)
+    images = input_spec(images)
 
     def loss_fn(params):
       logits, updates = model.apply(
           {'params': params, 'batch_stats': state.batch_stats}, images,
           train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+      logits = logits.astype(jnp.float32)
       loss = cross_entropy(logits, labels, class_weights, label_smoothing)
       return loss, (logits, updates['batch_stats'])
 

@@ -1,0 +1,421 @@
+"""Training throughput: the jitted train step alone and the whole loop
+(Grain pipeline + step), per model, beside a PyTorch reference of resnet_small.
+
+  python experiments/bench_train.py --model=resnet_small,mobilenetv2_small
+  python experiments/bench_train.py --steps=5 --batch_size=16  # A quick check.
+
+Figures, all in images per second (batch_size * steps / seconds):
+  step  the jitted train step alone on one batch already on the device, in
+        steady state (after compilation and --warmup steps), synchronised
+        once, at the end of the timing;
+  loop  the train loop: the Grain pipeline (shuffle, augmentation on the host
+        or, with --augment_where=device, in the step, batching) over the
+        train split of --data, `pipeline.to_device` prefetching, and the step.
+Peak host memory is the process's ru_maxrss. Each model and framework runs
+in a child process of its own, so memory peaks and thread pools are its own.
+
+The PyTorch reference is resnet_small as fer_jax/models/resnet_small.py
+builds it (same layers, same parameter count), Adam, the same batch size,
+and a torch DataLoader over the same uint8 arrays with the torchvision CPU
+augmentation of the reference studies (PIL RandomAffine for rotation,
+translation and zoom, RandomHorizontalFlip, ColorJitter when the config has
+brightness or contrast). It needs the `torch` extra: pip install -e ".[torch]".
+
+Data: the FER2013 train split from --data when the file exists, else 28,709
+synthetic uint8 faces. The last line, for scripts:
+  resnet_small train_step img/s: jax=<x> torch=<y> ratio=<x/y>
+"""
+
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+DEFAULT_DATA = os.path.join(REPO, os.pardir, 'shared', 'datasets', 'fer2013',
+                            'fer2013.tar.gz')
+
+flags.DEFINE_list('model', ['resnet_small'], 'Models (comma-separated); '
+                  'settings from configs/<model>.py when it exists.')
+flags.DEFINE_integer('steps', 100, 'Timed steps per figure.')
+flags.DEFINE_integer('batch_size', 64, 'Global batch size.')
+flags.DEFINE_integer('warmup', 3, 'Untimed steps before each timing (after '
+                     'compilation).')
+flags.DEFINE_boolean('torch', True, 'Also time the PyTorch reference of '
+                     'resnet_small (--notorch or --no_torch: skip it).')
+flags.DEFINE_string('data', DEFAULT_DATA, 'FER2013 file; synthetic faces '
+                    'when it does not exist.')
+flags.DEFINE_enum('augment_where', 'host', ['host', 'device'],
+                  'config.data.augment.where for the JAX loop.')
+flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
+                  'config.train.compute_dtype for JAX.')
+flags.DEFINE_integer('workers', 0, 'Grain worker processes and DataLoader '
+                     'workers; 0: in the main process.')
+flags.DEFINE_string('child', None, 'Internal: run one measurement '
+                    '(jax:<model> or torch) and print it as JSON.')
+FLAGS = flags.FLAGS
+
+SYNTHETIC_SIZE = 28709
+RESULT = 'RESULT '
+
+
+@dataclasses.dataclass
+class Result:
+  framework: str
+  model: str
+  device: str
+  data: str
+  params: int
+  step_images_per_s: float
+  loop_images_per_s: float
+  compile_s: float
+  peak_host_mb: float
+
+
+def _config(model: str):
+  from fer_jax.config import default_config  # pylint: disable=import-outside-toplevel
+  path = os.path.join(REPO, 'configs', f'{model}.py')
+  if os.path.exists(path):
+    spec = importlib.util.spec_from_file_location(f'config_{model}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  else:
+    config = default_config()
+    config.model.name = model
+  config.train.batch_size = FLAGS.batch_size
+  config.train.compute_dtype = FLAGS.compute_dtype
+  config.data.augment.where = FLAGS.augment_where
+  config.data.num_workers = FLAGS.workers
+  return config
+
+
+def _train_split():
+  """(uint8 [N, 48, 48], int32 [N], description): FER2013 train or fake."""
+  from fer_jax.data import sources  # pylint: disable=import-outside-toplevel
+  if os.path.exists(FLAGS.data):
+    train = sources.load(FLAGS.data).splits['train']
+    return train.images, train.labels, f'FER2013 train ({len(train)})'
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (SYNTHETIC_SIZE, 48, 48), np.uint8)
+  labels = rng.integers(0, 7, SYNTHETIC_SIZE).astype(np.int32)
+  return images, labels, f'synthetic ({SYNTHETIC_SIZE})'
+
+
+def _peak_host_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _images_per_s(seconds: float) -> float:
+  return FLAGS.batch_size * FLAGS.steps / seconds
+
+
+# ------------------------------------------------------------------- JAX.
+
+
+def _bench_jax(model_name: str) -> Result:
+  # pylint: disable=import-outside-toplevel
+  import jax
+
+  from fer_jax import models
+  from fer_jax.data import device_augment, pipeline, preprocess, sources
+  from fer_jax.train import optim, step
+  # pylint: enable=import-outside-toplevel
+
+  config = _config(model_name)
+  images, labels, data = _train_split()
+  split = sources.Split(images, labels)
+  batch_size = FLAGS.batch_size
+  spec = preprocess.input_spec(config.data.normalization,
+                               config.data.image_size, config.data.channels,
+                               images)
+  settings = config.model.to_dict()
+  model = models.create(settings.pop('name'), 7,
+                        compute_dtype=config.train.compute_dtype, **settings)
+  optimizer = optim.create(config.train, len(split) // batch_size)
+  batch_sharding, replicated = step.data_parallel(jax.devices())
+  state = jax.jit(functools.partial(step.init_state, model, optimizer, spec),
+                  out_shardings=replicated)(jax.random.key(0))
+  train_step = jax.jit(step.make_train_step(
+      model, optimizer, spec, np.ones(7, np.float32), 0.0,
+      device_augment.from_config(config.data.augment)), donate_argnums=0)
+  rng = jax.random.key(1)
+
+  # The step alone, on one batch already on the device.
+  batch = jax.device_put({'image': images[:batch_size],
+                          'label': labels[:batch_size]}, batch_sharding)
+  start = time.perf_counter()
+  state, _ = train_step(state, batch, rng)
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - start
+  for _ in range(FLAGS.warmup):
+    state, _ = train_step(state, batch, rng)
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    state, _ = train_step(state, batch, rng)
+  jax.block_until_ready(state)
+  step_rate = _images_per_s(time.perf_counter() - start)
+
+  # The loop: Grain pipeline, prefetch to the device, step.
+  host_augment = (config.data.augment
+                  if device_augment.where(config.data.augment) == 'host'
+                  else None)
+  batches = iter(pipeline.train_dataset(
+      split, batch_size=batch_size, seed=0, augment_config=host_augment,
+      num_workers=config.data.num_workers))
+  feed = pipeline.to_device(batches, FLAGS.warmup + FLAGS.steps,
+                            batch_sharding, config.data.prefetch_batches)
+  for _ in range(FLAGS.warmup):
+    state, _ = train_step(state, next(feed)[0], rng)
+  jax.block_until_ready(state)
+  start = time.perf_counter()
+  for batch, _ in feed:
+    state, _ = train_step(state, batch, rng)
+  jax.block_until_ready(state)
+  loop_rate = _images_per_s(time.perf_counter() - start)
+
+  device = jax.devices()[0]
+  kind = ('' if device.device_kind == device.platform
+          else f' {device.device_kind}')
+  return Result('jax', model_name,
+                f'{device.platform}{kind} x{jax.device_count()}, '
+                f'{config.train.compute_dtype}, '
+                f'augment on {device_augment.where(config.data.augment)}',
+                data, models.count_params(state.params), step_rate, loop_rate,
+                compile_s, _peak_host_mb())
+
+
+# ----------------------------------------------------------------- PyTorch.
+
+
+def _bench_torch() -> Result:
+  # pylint: disable=import-outside-toplevel
+  import PIL.Image
+  import torch
+  import torchvision.transforms as T
+  from torch import nn
+  # pylint: enable=import-outside-toplevel
+
+  config = _config('resnet_small')
+  m = config.model
+
+  class ResidualBlock(nn.Module):
+    """conv-BN-ReLU, conv-BN, plus a (projected) skip, then ReLU."""
+
+    def __init__(self, in_features: int, features: int):
+      super().__init__()
+      self.body = nn.Sequential(
+          nn.Conv2d(in_features, features, 3, padding=1, bias=False),
+          nn.BatchNorm2d(features), nn.ReLU(),
+          nn.Conv2d(features, features, 3, padding=1, bias=False),
+          nn.BatchNorm2d(features))
+      self.skip = nn.Identity() if in_features == features else (
+          nn.Sequential(nn.Conv2d(in_features, features, 1, bias=False),
+                        nn.BatchNorm2d(features)))
+
+    def forward(self, x):
+      return torch.relu(self.body(x) + self.skip(x))
+
+  class ResNetSmall(nn.Module):
+    """fer_jax.models.resnet_small.ResNetSmall in torch (NCHW)."""
+
+    def __init__(self, num_classes: int):
+      super().__init__()
+      # BatchNorm momentum 0.1 here is Flax's 0.9; both use epsilon 1e-5.
+      layers = [nn.Conv2d(1, m.stem_features, 3, padding=1),
+                nn.BatchNorm2d(m.stem_features), nn.ReLU()]
+      features, size = m.stem_features, config.data.image_size
+      for block_features in m.block_features:
+        layers += [ResidualBlock(features, block_features), nn.MaxPool2d(2),
+                   nn.Dropout(m.dropout)]
+        features, size = block_features, size // 2
+      if m.pooling == 'gap':
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+      else:
+        layers += [nn.Flatten()]
+        features *= size * size
+      if m.hidden_units:
+        layers += [nn.Linear(features, m.hidden_units), nn.ReLU(),
+                   nn.Dropout(m.dropout)]
+        features = m.hidden_units
+      layers.append(nn.Linear(features, num_classes))
+      self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+      return self.layers(x)
+
+  images, labels, data = _train_split()
+  batch_size = FLAGS.batch_size
+  torch.manual_seed(0)
+  model = ResNetSmall(7)
+  model.train()
+  optimizer = torch.optim.Adam(model.parameters(),
+                               lr=config.train.learning_rate)
+  loss_fn = nn.CrossEntropyLoss()
+
+  def train_step(x, y):
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+  # The step alone, on one batch of normalised float32 tensors.
+  x = torch.from_numpy(images[:batch_size, None].astype(np.float32))
+  x = (x - 127.5) / 127.5
+  y = torch.from_numpy(labels[:batch_size].astype(np.int64))
+  start = time.perf_counter()
+  train_step(x, y)
+  compile_s = time.perf_counter() - start  # The first step: no compiler.
+  for _ in range(FLAGS.warmup):
+    train_step(x, y)
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    loss = train_step(x, y)
+  loss.item()
+  step_rate = _images_per_s(time.perf_counter() - start)
+
+  # The loop: torchvision-style CPU augmentation in a DataLoader.
+  a = config.data.augment
+  transforms = [T.RandomAffine(degrees=a.rotation,
+                               translate=(a.translation, a.translation),
+                               scale=(1 - a.zoom, 1 + a.zoom))]
+  if a.hflip:
+    transforms.append(T.RandomHorizontalFlip())
+  if a.brightness or a.contrast:
+    transforms.append(T.ColorJitter(brightness=a.brightness,
+                                    contrast=a.contrast))
+  transforms += [T.ToTensor(), T.Normalize((0.5,), (0.5,))]
+  transform = T.Compose(transforms)
+
+  class Faces(torch.utils.data.Dataset):
+
+    def __len__(self):
+      return len(labels)
+
+    def __getitem__(self, index):
+      return (transform(PIL.Image.fromarray(images[index])),
+              int(labels[index]))
+
+  loader = torch.utils.data.DataLoader(
+      Faces(), batch_size=batch_size, shuffle=True, drop_last=True,
+      num_workers=FLAGS.workers, persistent_workers=FLAGS.workers > 0)
+
+  def forever():
+    while True:
+      yield from loader
+
+  feed = forever()
+  for _ in range(FLAGS.warmup):
+    train_step(*next(feed))
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    loss = train_step(*next(feed))
+  loss.item()
+  loop_rate = _images_per_s(time.perf_counter() - start)
+
+  return Result('torch', 'resnet_small',
+                f'cpu, {torch.get_num_threads()} threads, torch '
+                f'{torch.__version__}', data,
+                sum(p.numel() for p in model.parameters()), step_rate,
+                loop_rate, compile_s, _peak_host_mb())
+
+
+# ------------------------------------------------------------------ Driver.
+
+
+def _child_flags() -> list[str]:
+  return [f'--model={",".join(FLAGS.model)}', f'--steps={FLAGS.steps}',
+          f'--batch_size={FLAGS.batch_size}', f'--warmup={FLAGS.warmup}',
+          f'--data={FLAGS.data}', f'--augment_where={FLAGS.augment_where}',
+          f'--compute_dtype={FLAGS.compute_dtype}',
+          f'--workers={FLAGS.workers}']
+
+
+def _run_child(which: str) -> Result:
+  done = subprocess.run(
+      [sys.executable, os.path.abspath(__file__), *_child_flags(),
+       f'--child={which}'], stdout=subprocess.PIPE, text=True, check=False)
+  lines = [l for l in done.stdout.splitlines() if l.startswith(RESULT)]
+  if done.returncode or not lines:
+    raise RuntimeError(f'The {which} measurement failed (exit '
+                       f'{done.returncode}); its errors are above.')
+  return Result(**json.loads(lines[-1][len(RESULT):]))
+
+
+def _cpu_name() -> str:
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _commit() -> str:
+  done = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
+                        capture_output=True, text=True, check=False)
+  dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO,
+                         capture_output=True, text=True, check=False)
+  return done.stdout.strip() + ('+changes' if dirty.stdout.strip() else '')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.child:
+    result = (_bench_torch() if FLAGS.child == 'torch'
+              else _bench_jax(FLAGS.child.split(':', 1)[1]))
+    print(RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
+    return
+
+  results = [_run_child(f'jax:{model}') for model in FLAGS.model]
+  torch_note = ''
+  if FLAGS.torch and 'resnet_small' in FLAGS.model:
+    if importlib.util.find_spec('torch') is None:
+      torch_note = ('torch is not installed (pip install -e ".[torch]"); '
+                    'no reference.')
+    else:
+      results.append(_run_child('torch'))
+  print(f'\ncommand: python experiments/bench_train.py '
+        f'{" ".join(sys.argv[1:])}')
+  print(f'commit {_commit()}; host {_cpu_name()}, {os.cpu_count()} CPUs; '
+        f'batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after '
+        f'{FLAGS.warmup}; data {results[0].data}')
+  print('| framework | model | params | device | step img/s | loop img/s '
+        '| first step s | peak host MB |')
+  print('|---|---|---|---|---|---|---|---|')
+  for r in results:
+    print(f'| {r.framework} | {r.model} | {r.params:,} | {r.device} | '
+          f'{r.step_images_per_s:,.0f} | {r.loop_images_per_s:,.0f} | '
+          f'{r.compile_s:.1f} | {r.peak_host_mb:,.0f} |')
+  if torch_note:
+    print(torch_note)
+  rates = {r.framework: r.step_images_per_s for r in results
+           if r.model == 'resnet_small'}
+  if 'jax' in rates:
+    if 'torch' in rates:
+      print(f'resnet_small train_step img/s: jax={rates["jax"]:.1f} '
+            f'torch={rates["torch"]:.1f} '
+            f'ratio={rates["jax"] / rates["torch"]:.2f}')
+    else:
+      print(f'resnet_small train_step img/s: jax={rates["jax"]:.1f} '
+            'torch=n/a ratio=n/a')
+
+
+if __name__ == '__main__':
+  # absl spells a false boolean --notorch; accept --no_torch too.
+  sys.argv = ['--notorch' if arg == '--no_torch' else arg for arg in sys.argv]
+  app.run(main)

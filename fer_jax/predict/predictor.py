@@ -1,0 +1,141 @@
+"""Emotions of the faces in a photo: detection, crops, batched inference."""
+
+import dataclasses
+import os
+
+import cv2
+import numpy as np
+import scipy.special
+from PIL import Image
+
+from fer_jax import inference, rundir
+from fer_jax.errors import UserError
+from fer_jax.predict import detect, images
+
+# Where a trained run directory shipped with the package goes; with one
+# there, a workdir need not be given.
+PRETRAINED_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrained')
+CHECKPOINTS = ('best', 'latest')
+
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+  """A face's box (x, y, width, height) in the photo, its most likely class
+  and every class's probability, most likely first."""
+  box: tuple[int, int, int, int]
+  label: str
+  probs: dict[str, float]
+
+  def top(self, count: int) -> list[str]:
+    """'happy 87%' for each of the `count` most likely classes."""
+    return [f'{name} {p:.0%}' for name, p in list(self.probs.items())[:count]]
+
+  def to_json(self) -> dict:
+    return {'box': list(self.box), 'label': self.label,
+            'probs': {name: round(p, 6) for name, p in self.probs.items()}}
+
+
+def _pretrained_workdir() -> str:
+  if not os.path.isfile(os.path.join(PRETRAINED_DIR, rundir.CONFIG)):
+    raise UserError(f'No model ships in {PRETRAINED_DIR} yet; pass '
+                    '--workdir=<run directory> of a model trained with '
+                    'python -m fer_jax.main.')
+  return PRETRAINED_DIR
+
+
+def _grey(image) -> np.ndarray:
+  """uint8 [H, W] from a path, a PIL image or an RGB / grey uint8 array."""
+  if isinstance(image, (str, os.PathLike)):
+    image = images.load_rgb(os.fspath(image))
+  elif isinstance(image, Image.Image):
+    image = images.to_rgb(image)
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or not (
+      image.ndim == 2 or image.ndim == 3 and image.shape[2] == 3):
+    raise UserError('An image array must be uint8 [H, W] grey or [H, W, 3] '
+                    f'RGB, not {image.dtype} {list(image.shape)}; convert it '
+                    'or pass a file path.')
+  return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+class Predictor:
+  """A trained model applied to the faces found in photos.
+
+    predictor = Predictor.from_workdir('runs/resnet_small')
+    for face in predictor.predict('photo.jpg'):
+      print(face.box, face.label, face.probs)
+
+  Faces go through the jitted model in batches padded to a power of two up
+  to `batch_size` (1, 2, 4, ..., batch_size): a handful of shapes compile
+  once, whatever the number of faces.
+  """
+
+  def __init__(self, trained: inference.TrainedModel, *,
+               detect_faces: bool = True,
+               detector: detect.Detector | None = None,
+               margin: float = 0.2, min_face_size: int = 32,
+               ten_crop: bool = False, batch_size: int = 32,
+               max_detect_side: int = detect.MAX_DETECT_SIDE):
+    """`detect_faces=False` takes each whole image as one face crop;
+    `detector` defaults to `detect.HaarDetector()`."""
+    for name, value, least in (('batch_size', batch_size, 1),
+                               ('min_face_size', min_face_size, 1),
+                               ('margin', margin, 0),
+                               ('max_detect_side', max_detect_side, 1)):
+      if value < least:
+        raise UserError(f'{name}={value} must be at least {least}.')
+    self.class_names = trained.class_names
+    self.input_size = trained.input_spec.image_size
+    self.batch_size = batch_size
+    self._variables = trained.variables
+    self._logits_fn = inference.make_logits_fn(
+        trained.model, trained.input_spec, ten_crop)
+    self._detector = None
+    if detect_faces:
+      self._detector = detector or detect.HaarDetector()
+    self._margin = margin
+    self._min_face_size = min_face_size
+    self._max_detect_side = max_detect_side
+
+  @classmethod
+  def from_workdir(cls, workdir: str | None = None, checkpoint: str = 'best',
+                   **options) -> 'Predictor':
+    """The `checkpoint` ('best' or 'latest') of a training run directory;
+    without `workdir`, the model that ships in PRETRAINED_DIR."""
+    if checkpoint not in CHECKPOINTS:
+      raise UserError(f'checkpoint={checkpoint!r} is not one of '
+                      f'{CHECKPOINTS}.')
+    run = rundir.RunDir(workdir or _pretrained_workdir(), create=False)
+    return cls(inference.load_trained(run, checkpoint), **options)
+
+  def predict(self, image) -> list[Face]:
+    """The faces in `image` (a file path, a PIL image, or a uint8 array,
+    [H, W] grey or [H, W, 3] RGB), left to right; [] if none is found."""
+    grey = _grey(image)
+    if self._detector is None:
+      boxes = np.array([[0, 0, grey.shape[1], grey.shape[0]]])
+      margin = 0.0
+    else:
+      boxes = detect.find_faces(grey, self._detector, self._min_face_size,
+                                self._max_detect_side)
+      margin = self._margin
+    probs = self.classify(
+        detect.face_crops(grey, boxes, margin, self.input_size))
+    return [self._face(box, p) for box, p in zip(boxes, probs)]
+
+  def classify(self, crops: np.ndarray) -> np.ndarray:
+    """Class probabilities [N, classes] of uint8 face crops [N, size, size]."""
+    if not len(crops):
+      return np.zeros((0, len(self.class_names)), np.float32)
+    # The smallest power of two that holds them: one face does not pay for
+    # a full batch, and the set of compiled shapes stays small.
+    padded_size = min(self.batch_size, 1 << (len(crops) - 1).bit_length())
+    logits = inference.batched_logits(self._logits_fn, self._variables, crops,
+                                      padded_size)
+    return scipy.special.softmax(logits, axis=1)
+
+  def _face(self, box: np.ndarray, probs: np.ndarray) -> Face:
+    order = np.argsort(-probs, kind='stable')
+    return Face(tuple(int(v) for v in box), self.class_names[order[0]],
+                {self.class_names[i]: float(probs[i]) for i in order})

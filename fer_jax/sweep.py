@@ -1,0 +1,63 @@
+"""Runs a sweep file: each of its runs trained and reported, then the tables.
+
+  python -m fer_jax.sweep --config=experiments/resnet_small_sweep.py \
+      --workdir=runs/resnet_small_sweep \
+      --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz
+
+`--config.*` overrides apply to every run (e.g. `--config.train.epochs=2`).
+Each run trains in <workdir>/<run name>/; re-running the same command skips
+finished runs and resumes the others. Tables: <workdir>/summary.md, .csv.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from fer_jax import sweeps
+from fer_jax.errors import Interrupted, UserError
+
+config_flags.DEFINE_config_file(
+    'config', None, 'Sweep file: get_config() and sweep(add) '
+    '(experiments/*_sweep.py).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Sweep directory: one run directory per '
+                    'run, and the summary tables.')
+flags.DEFINE_enum('parallel', 'none', ['none', 'devices'],
+                  "'none': runs one after another in this process; "
+                  "'devices': one `python -m fer_jax.main` per GPU "
+                  '(CUDA_VISIBLE_DEVICES), its output in <run>/train.log; '
+                  'without GPUs, still one run at a time.')
+flags.DEFINE_bool('dry_run', False, 'Print the run names and exit.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.INFO)
+  config_flag = flags.FLAGS['config']
+  try:
+    sweep = sweeps.Sweep.load(config_flags.get_config_filename(config_flag),
+                              flags.FLAGS.config,
+                              config_flags.get_override_values(config_flag))
+    if flags.FLAGS.dry_run:
+      print('\n'.join(run.name for run in sweep.runs))
+      return
+    summary = sweeps.run_sweep(sweep, flags.FLAGS.workdir,
+                               parallel=flags.FLAGS.parallel == 'devices')
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except Interrupted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + e.signal_number)
+  except KeyboardInterrupt:
+    # --parallel=devices: the runs got the signal too and saved checkpoints.
+    print('Interrupted; run the same command again to resume.',
+          file=sys.stderr)
+    sys.exit(130)
+  print(f'{len(sweep.runs)} runs; tables: {summary}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,285 @@
+"""Sweeps: the runs a sweep file declares, trained and reported one by one.
+
+A sweep file is a config file, `get_config()`, with `sweep(add)` beside it
+(as in big_vision): each `add(**overrides)` declares one run, the overrides
+keyed by config path ('train.learning_rate', or with big_vision's 'config.'
+prefix), and `add(name=..., ...)` names it; a product over
+hyper-parameters is nested loops or itertools.product. A run is named after
+its overrides: `optimizer=sgd,learning_rate=0.01,dropout=0.15`.
+
+Every run's config is built and checked before the first one starts. Runs
+go to `<workdir>/<run name>/`; one whose report.json was written for the
+same config is finished and skipped, any other resumes from its checkpoints
+(fer_jax.train.loop). The sweep then writes the tables of its finished runs
+(fer_jax.evaluate.tables) to `<workdir>/summary.md` and `.csv`.
+
+It sits above train/ and evaluate/ (as main.py does), as it uses both.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import importlib.util
+import logging
+import os
+import queue
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+
+from fer_jax import rundir
+from fer_jax.errors import UserError
+from fer_jax.evaluate import report, tables
+from fer_jax.train import loop
+
+LOG = 'train.log'  # A subprocess run's output, in its run directory.
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str
+  overrides: dict[str, Any]  # Config path -> value.
+  config: ml_collections.ConfigDict  # Resolved and checked.
+
+
+def _value_text(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return '-'.join(map(str, value))
+  return str(value).replace(',', '+')
+
+
+def run_name(overrides: dict[str, Any]) -> str:
+  """`key=value,...` with each key's last part; safe as a folder name."""
+  name = ','.join(f'{key.rsplit(".", 1)[-1]}={_value_text(value)}'
+                  for key, value in overrides.items())
+  return re.sub(r'[^\w.,=+-]', '_', name) or 'base'
+
+
+def expand(sweep_fn: Callable[[Callable[..., None]], None]
+           ) -> list[tuple[str, dict[str, Any]]]:
+  """[(run name, overrides)] in the order `sweep_fn` adds them."""
+  runs = []
+
+  def add(name: str = '', **overrides):
+    overrides = {key.removeprefix('config.'): value
+                 for key, value in overrides.items()}
+    runs.append((name or run_name(overrides), overrides))
+
+  sweep_fn(add)
+  if not runs:
+    raise UserError('The sweep adds no runs; call add(...) in sweep(add).')
+  repeated = [name for name, count in
+              collections.Counter(name for name, _ in runs).items()
+              if count > 1]
+  if repeated:
+    raise UserError(f'The sweep adds run {repeated[0]!r} more than once; '
+                    'give each add(...) different values or a name=.')
+  return runs
+
+
+def resolve(base: ml_collections.ConfigDict,
+            overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of `base` with `overrides` set; only existing keys, with values
+  of their type (as command-line overrides)."""
+  config = base.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *groups, leaf = key.split('.')
+    node = config
+    try:
+      for group in groups:
+        node = node[group]
+      if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+        raise KeyError(key)
+      node[leaf] = value
+    except (KeyError, TypeError) as e:
+      raise UserError(f'Cannot set config.{key}={value!r} ({e}); the '
+                      'sweep may only change settings that get_config() '
+                      'has, with values of their type.') from None
+  return config
+
+
+def _load_module(path: str):
+  spec = importlib.util.spec_from_file_location(
+      os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def load_config(config_file: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file, e.g. a sweep file's base in configs/."""
+  return _load_module(config_file).get_config()
+
+
+def load_sweep_fn(config_file: str) -> Callable:
+  """The `sweep(add)` function of the sweep file `config_file`."""
+  sweep_fn = getattr(_load_module(config_file), 'sweep', None)
+  if not callable(sweep_fn):
+    raise UserError(f'{config_file} has no sweep(add) function; a sweep file '
+                    'is a config file with one (see experiments/*_sweep.py).')
+  return sweep_fn
+
+
+def _flag_text(value: Any) -> str:
+  # As config flags parse it back: strings verbatim, Python literals else.
+  return value if isinstance(value, str) else repr(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """The runs of a sweep file, with the overrides given for all of them."""
+  config_file: str
+  global_overrides: dict[str, Any]  # Config path -> value, e.g. data.path.
+  runs: list[Run]
+
+  @classmethod
+  def load(cls, config_file: str, base: ml_collections.ConfigDict,
+           global_overrides: dict[str, Any]) -> 'Sweep':
+    """Expands and checks every run of `config_file`.
+
+    `base` is its get_config() with `global_overrides` already applied (as
+    ml_collections' config flag gives it).
+    """
+    runs = []
+    for name, overrides in expand(load_sweep_fn(config_file)):
+      clash = sorted(set(overrides) & set(global_overrides))
+      if clash:
+        raise UserError(f'--config.{clash[0]} is given on the command line '
+                        f'and varied by the sweep (run {name}); drop it.')
+      try:
+        config = resolve(base, overrides)
+        loop._check_config(config)  # pylint: disable=protected-access
+      except UserError as e:
+        raise UserError(f'Sweep run {name}: {e}') from None
+      runs.append(Run(name, overrides, config))
+    return cls(config_file, dict(global_overrides), runs)
+
+  def main_command(self, run: Run, workdir: str) -> list[str]:
+    """The `python -m fer_jax.main` command line that trains `run`."""
+    overrides = {**self.global_overrides, **run.overrides}
+    return [sys.executable, '-m', 'fer_jax.main',
+            f'--config={self.config_file}', f'--workdir={workdir}',
+            *(f'--config.{key}={_flag_text(value)}'
+              for key, value in overrides.items())]
+
+
+def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
+  """Whether `workdir` has a report of a run with exactly `config`."""
+  if not all(os.path.isfile(os.path.join(workdir, name))
+             for name in (rundir.CONFIG, rundir.REPORT)):
+    return False
+  run = rundir.RunDir(workdir, create=False)
+  return run.read_json(rundir.CONFIG) == rundir.as_json(config)
+
+
+def _train_in_process(runs: list[Run], workdir: str) -> dict[str, str]:
+  failures = {}
+  for index, run in enumerate(runs, 1):
+    logging.info('Sweep run %d/%d: %s', index, len(runs), run.name)
+    try:
+      trained, data = loop.train(run.config, os.path.join(workdir, run.name))
+      report.write_report(trained, data)
+      trained.close()
+    except UserError as e:
+      logging.error('Sweep run %s failed: %s', run.name, e)
+      failures[run.name] = str(e)
+  return failures
+
+
+def device_slots() -> list[str]:
+  """CUDA_VISIBLE_DEVICES values, one per GPU; [''] (one run at a time,
+  nothing set) without GPUs. Asked of a child process, so that this one
+  never claims an accelerator its runs need."""
+  probe = subprocess.run(
+      [sys.executable, '-c', 'import jax; '
+       'print(jax.default_backend(), jax.local_device_count())'],
+      capture_output=True, text=True, check=True)
+  backend, count = probe.stdout.split()
+  if backend != 'gpu':
+    return ['']
+  visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+  return visible.split(',') if visible else [str(i) for i in range(int(count))]
+
+
+def _last_error(log_path: str) -> str:
+  with open(log_path) as f:
+    lines = [line.strip() for line in f if line.strip()]
+  errors = [line for line in lines if line.startswith('error: ')]
+  return (errors or lines or ['no output'])[-1]
+
+
+def _train_in_subprocesses(sweep: Sweep, runs: list[Run],
+                           workdir: str) -> dict[str, str]:
+  slots = queue.Queue()
+  for slot in device_slots():
+    slots.put(slot)
+  workers = slots.qsize()
+  stopping = threading.Event()
+
+  def train(run: Run) -> str | None:
+    if stopping.is_set():
+      return 'not started: the sweep was interrupted'
+    slot = slots.get()
+    try:
+      run_dir = os.path.join(workdir, run.name)
+      os.makedirs(run_dir, exist_ok=True)
+      command = sweep.main_command(run, run_dir)
+      env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': slot} if slot
+                                else {}))
+      log_path = os.path.join(run_dir, LOG)
+      logging.info('Sweep run %s on device %s; log: %s', run.name,
+                   slot or 'cpu', log_path)
+      with open(log_path, 'a') as log:
+        log.write(f'$ {shlex.join(command)}\n')
+        log.flush()
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
+                              env=env, check=False).returncode
+      return f'exit {code}: {_last_error(log_path)}' if code else None
+    finally:
+      slots.put(slot)
+
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    try:
+      outcomes = list(pool.map(train, runs))
+    except KeyboardInterrupt:
+      # The runs got the signal too and checkpoint; start no more.
+      stopping.set()
+      raise
+  return {run.name: outcome for run, outcome in zip(runs, outcomes)
+          if outcome}
+
+
+def run_sweep(sweep: Sweep, workdir: str, *, parallel: bool = False) -> str:
+  """Trains and reports the unfinished runs, one after another in this
+  process or (`parallel`) one `python -m fer_jax.main` per device; writes
+  the tables of the finished runs; returns the path of summary.md.
+
+  A failed run does not stop the others; a UserError then names them all.
+  """
+  pending = []
+  for run in sweep.runs:
+    if is_finished(os.path.join(workdir, run.name), run.config):
+      logging.info('Sweep run %s is finished; skipped.', run.name)
+    else:
+      pending.append(run)
+  if parallel and pending:
+    failures = _train_in_subprocesses(sweep, pending, workdir)
+  else:
+    failures = _train_in_process(pending, workdir)
+  finished = [tables.Entry.from_run(
+      run.name, rundir.RunDir(os.path.join(workdir, run.name), create=False))
+              for run in sweep.runs if run.name not in failures]
+  summary = tables.write(finished, workdir) if finished else ''
+  if failures:
+    first, error = next(iter(failures.items()))
+    raise UserError(
+        f'{len(failures)} of {len(sweep.runs)} sweep runs failed '
+        f'({", ".join(failures)}); {first}: {error} Fix the cause and rerun '
+        'the same command: finished runs are skipped, the others resume.')
+  return summary

@@ -1,0 +1,237 @@
+"""Bad inputs, clear answers (issue 8): the cases not covered elsewhere.
+
+Config mistakes go through `python -m fer_jax.main` as a user types them: one
+`error:` line on stderr, exit status 2, nothing trained. Bad records of every
+form are in test_sources.py; the README's "Bad inputs and what you see" table
+maps each case to its test.
+"""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fakedata
+from conftest import encode
+from fer_jax import inference, rundir
+from fer_jax.config import default_config
+from fer_jax.data import sources
+from fer_jax.errors import UserError
+from fer_jax.train import loop, step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Wall-clock fields of a metrics.jsonl record; everything else is exact.
+TIMING_KEYS = ('train_seconds', 'train_images_per_second')
+
+
+@pytest.fixture(scope='module')
+def csv_path(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
+  return path
+
+
+def _main(*overrides, workdir):
+  """`python -m fer_jax.main` on a tiny model, as a user would run it."""
+  command = [sys.executable, '-m', 'fer_jax.main',
+             '--config=configs/resnet_small.py', f'--workdir={workdir}',
+             '--config.model.stem_features=8', '--config.train.epochs=1',
+             '--config.train.batch_size=16', *overrides]
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+                        env=env, timeout=300)
+
+
+def _assert_one_line_error(result, workdir, *fragments) -> None:
+  """Exit 2, a single `error:` line naming `fragments`, nothing trained."""
+  assert result.returncode == 2, result.stderr
+  assert 'Traceback' not in result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1, result.stderr
+  assert lines[0].startswith('error: '), lines[0]
+  for fragment in fragments:
+    assert fragment in lines[0], lines[0]
+  # The model is printed once it is built; nothing got that far.
+  assert result.stdout == ''
+  if os.path.isdir(workdir):
+    assert not os.listdir(workdir), os.listdir(workdir)
+
+
+def tiny_config(data_path, **train):
+  config = default_config()
+  config.data.path = data_path
+  config.model.stem_features = 8
+  config.model.block_features = (8,)  # One block: compiles in half the time.
+  config.train.batch_size = 16
+  config.train.epochs = 2
+  config.train.learning_rate = 3e-3
+  config.train.eval_batch_size = 32
+  config.train.update(train)
+  return config
+
+
+# ------------------------------------------------------------------ Config.
+
+
+def test_unknown_model_name_lists_the_models(csv_path, tmp_path):
+  result = _main(f'--config.data.path={csv_path}',
+                 '--config.model.name=resnet_huge', workdir=tmp_path)
+  _assert_one_line_error(result, tmp_path, "'resnet_huge'",
+                         'config.model.name', 'resnet_small')
+
+
+def test_unknown_optimizer_name_lists_the_optimizers(csv_path, tmp_path):
+  result = _main(f'--config.data.path={csv_path}',
+                 '--config.train.optimizer=adagrad', workdir=tmp_path)
+  _assert_one_line_error(result, tmp_path, "'adagrad'",
+                         'config.train.optimizer', "'adam'", "'adamw'",
+                         "'sgd'")
+
+
+def test_missing_data_path_is_named(tmp_path):
+  missing = str(tmp_path / 'nowhere' / 'fer2013.csv')
+  workdir = tmp_path / 'run'
+  result = _main(f'--config.data.path={missing}', workdir=workdir)
+  _assert_one_line_error(result, workdir,
+                         f'Dataset path {missing} does not exist',
+                         'Accepted forms')
+
+
+def test_unwritable_workdir_is_named(csv_path, tmp_path):
+  (tmp_path / 'a_file').write_text('not a directory\n')
+  workdir = tmp_path / 'a_file' / 'run'  # Under a regular file.
+  result = _main(f'--config.data.path={csv_path}', workdir=workdir)
+  _assert_one_line_error(result, workdir,
+                         f'Cannot write to workdir {workdir}', '--workdir')
+
+
+@pytest.mark.parametrize('override,names', [
+    ('--config.train.epochs=three', ('--config.train.epochs=three',
+                                     "'three'")),
+    # A tuple override takes elements of any type; the model check stops it.
+    ('--config.model.block_features=abc', ('config.model', "('abc',)")),
+])
+def test_override_of_the_wrong_type_is_one_line(csv_path, tmp_path, override,
+                                                names):
+  result = _main(f'--config.data.path={csv_path}', override, workdir=tmp_path)
+  _assert_one_line_error(result, tmp_path, *names)
+
+
+def test_unknown_config_key_is_one_line(csv_path, tmp_path):
+  result = _main(f'--config.data.path={csv_path}', '--config.train.epocs=3',
+                 workdir=tmp_path)
+  _assert_one_line_error(result, tmp_path, '--config.train.epocs=3',
+                         'Did you mean "epochs"')
+
+
+# -------------------------------------------------------------------- Data.
+
+
+def test_bad_csv_row_stops_the_command_naming_file_and_row(tmp_path):
+  path = str(tmp_path / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
+  with open(path) as f:
+    lines = f.readlines()
+  lines[6] = lines[6].replace(',', ',1 ', 1)  # 2305 values on file line 7.
+  with open(path, 'w') as f:
+    f.writelines(lines)
+  workdir = tmp_path / 'run'
+  result = _main(f'--config.data.path={path}', workdir=workdir)
+  _assert_one_line_error(result, workdir, f'{path} row 7: pixels are not 2304',
+                         '--config.data.on_bad_record=skip')
+
+
+def test_other_image_modes_are_converted_to_grey(synthetic_fer):
+  # Sizes and RGB are in test_sources.py; these are the other PNG modes.
+  fer = synthetic_fer
+  grey = next(r.image for r in fer.records if r.usage == 'Training')
+  rgba = np.dstack([cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR),
+                    np.full_like(grey, 128)])
+  extra = {'train/angry/Training_9001.png': encode(rgba, '.png'),
+           'train/angry/Training_9002.png': encode(
+               grey.astype(np.uint16) * 257, '.png')}
+  data = sources.load(fer.write_folder(extra=extra))
+  assert data.skipped == {}
+  train = data.splits['train']
+  assert len(train) == 21 + 2
+  matches = [i for i, image in enumerate(train.images)
+             if np.array_equal(image, grey)]
+  assert len(matches) == 3  # The record itself, RGBA and 16-bit.
+
+
+# ---------------------------------------------------------------- Numerics.
+
+
+def _nan_from_step(bad_step):
+  """A `step.make_train_step` whose loss and params turn NaN at `bad_step`,
+  as after an exploding update."""
+  make_train_step = step.make_train_step
+
+  def make(*args, **kwargs):
+    train_step = make_train_step(*args, **kwargs)
+
+    def poisoned(state, batch, rng):
+      state, results = train_step(state, batch, rng)
+      bad = state.step >= bad_step
+      params = jax.tree.map(lambda p: jnp.where(bad, jnp.nan, p),
+                            state.params)
+      loss = jnp.where(bad, jnp.nan, results['loss'])
+      return state.replace(params=params), {**results, 'loss': loss}
+    return poisoned
+  return make
+
+
+def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(
+    csv_path, tmp_path, monkeypatch):
+  # 84 train images in batches of 16: 5 steps an epoch; checkpoints at steps
+  # 3, 5 (epoch end), 8, ... NaN from step 7, in epoch 2: checkpoint 8 would
+  # hold NaN weights.
+  monkeypatch.setattr(step, 'make_train_step', _nan_from_step(7))
+  config = tiny_config(csv_path, checkpoint_every_steps=3)
+  with pytest.raises(UserError) as error:
+    loop.train(config, str(tmp_path))
+  message = str(error.value)
+  assert message.startswith('The training loss became nan at step 7 (epoch '
+                            '2)'), message
+  assert f'The last good checkpoint (step 5) is kept in {tmp_path}' in message
+  assert '\n' not in message
+  run = rundir.RunDir(str(tmp_path))
+  assert run.latest_step('latest') == run.latest_step('best') == 5
+  assert [r['epoch'] for r in run.read_metrics()] == [1]
+  variables = inference.load_trained(run, 'latest').variables
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+# ------------------------------------------------------------- Determinism.
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+  # Two bad rows, skipped: the count is in dataset.json, nothing silent.
+  path = str(tmp_path / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
+  with open(path) as f:
+    lines = f.readlines()
+  lines[3] = '9' + lines[3][1:]  # Emotion 9.
+  lines[8] = lines[8].rsplit(' ', 1)[0] + ',Training\n'  # 2303 values.
+  with open(path, 'w') as f:
+    f.writelines(lines)
+  config = tiny_config(path)
+  config.data.on_bad_record = 'skip'
+  runs = [loop.train(config, str(tmp_path / name))[0]
+          for name in ('first', 'second')]
+
+  first, second = ([{k: v for k, v in record.items() if k not in TIMING_KEYS}
+                    for record in run.read_metrics()] for run in runs)
+  assert [r['epoch'] for r in first] == [1, 2]
+  assert first == second
+  info = runs[0].read_json(rundir.DATASET)
+  assert info == runs[1].read_json(rundir.DATASET)
+  assert info['skipped_records'] == {
+      "unknown emotion '9' (expected 0-6)": 1,
+      'pixels are not 2304 integers in 0-255': 1}
+  assert info['split_sizes'] == {'train': 82, 'val': 28, 'test': 28}

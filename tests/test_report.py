@@ -1,0 +1,129 @@
+"""python -m fer_jax.report on a tiny run: its tables equal what training
+logged for the best checkpoint, beside ten-crop, and every figure is drawn."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fakedata
+from fer_jax import rundir
+from fer_jax.evaluate import tables
+from fer_jax.train import loop
+from test_loop import tiny_config
+from test_plots import assert_png
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIGURES = ('training_curves.png', 'per_class_curves.png',
+           'confusion_val.png', 'confusion_test.png', 'roc_test.png',
+           'tsne_pixels.png', 'tsne_embeddings.png', 'test_predictions.png',
+           'class_distribution.png')
+
+
+def _report(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, '-m', 'fer_jax.report', *args],
+                        capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def reported(tmp_path_factory):
+  """A 2-epoch run (not yet perfect, so the numbers say something) on a
+  data path relative to where it trained, and its report with ten-crop;
+  returns (run, out folder)."""
+  root = tmp_path_factory.mktemp('report')
+  fakedata.write_challenge_csv(str(root / 'fer2013.csv'), per_class=(12, 4, 4))
+  cwd = os.getcwd()
+  os.chdir(root)
+  try:
+    run, _ = loop.train(tiny_config('fer2013.csv', epochs=2,
+                                    learning_rate=1e-3), 'tiny')
+  finally:
+    os.chdir(cwd)
+  run.close()
+  out = root / 'out'
+  result = _report(f'--workdirs={run.path}', f'--out={out}', '--ten_crop',
+                   '--tsne_points=20', f'--data_path={root / "fer2013.csv"}')
+  assert result.returncode == 0, result.stderr
+  return run, out
+
+
+def _csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def test_tables_equal_the_metrics_logged_for_the_best_epoch(reported):
+  run, out = reported
+  report = run.read_json(rundir.REPORT)
+  logged = run.read_metrics()[report['best_epoch'] - 1]
+  assert logged['val/accuracy'] < 1  # Else equality would be trivial.
+
+  summary, = _csv(out / 'summary.csv')
+  assert summary['val acc'] == tables.percent(logged['val/accuracy'])
+  assert summary['val macro-F1'] == tables.percent(logged['val/macro_f1'])
+  assert summary['params'] == f'{report["num_params"]:,}'
+  assert float(summary['MFLOPs']) > 0
+  averages = {row['split']: row for row in _csv(out / 'summary_averages.csv')}
+  for column, key in (('macro-P', 'macro_precision'),
+                      ('macro-R', 'macro_recall'),
+                      ('weighted-F1', 'weighted_f1')):
+    assert averages['val'][column] == tables.percent(logged[f'val/{key}'])
+  assert averages['val']['loss'] == f'{logged["val/loss"]:.4f}'
+  for row in _csv(out / 'summary_per_class.csv'):
+    for column, score in (('val P', 'precision'), ('val R (acc)', 'recall'),
+                          ('val F1', 'f1')):
+      assert row[column] == tables.percent(
+          logged[f'val/{score}/{row["class"]}'])
+  # report.json was rewritten from the checkpoint, with the test split.
+  assert report['val']['accuracy'] == pytest.approx(logged['val/accuracy'])
+  assert sum(map(sum, report['test']['confusion_matrix'])) == 28
+
+
+def test_ten_crop_is_reported_beside_single_crop(reported):
+  run, out = reported
+  report = run.read_json(rundir.REPORT)
+  summary, = _csv(out / 'summary.csv')
+  for split in ('val', 'test'):
+    assert summary[f'{split} 10-crop acc'] == tables.percent(
+        report['ten_crop'][split]['accuracy'])
+    assert summary[f'{split} acc'] == tables.percent(
+        report[split]['accuracy'])
+  splits = [row['split'] for row in _csv(out / 'summary_averages.csv')]
+  assert splits == ['val', 'test', 'val 10-crop', 'test 10-crop']
+  with open(out / 'summary.md') as f:
+    assert '| test 10-crop |' in f.read()
+
+
+def test_every_figure_is_written(reported):
+  run, out = reported
+  assert sorted(os.listdir(out / 'tiny')) == sorted(FIGURES)
+  for name in FIGURES:
+    assert_png(str(out / 'tiny' / name))
+  assert_png(run.file('confusion_matrix.png'))
+
+
+def test_a_data_path_not_found_from_here_asks_for_data_path(reported,
+                                                           tmp_path):
+  run, _ = reported
+  result = _report(f'--workdirs={run.path}', f'--out={tmp_path}')
+  assert result.returncode == 2
+  last_line = result.stderr.splitlines()[-1]
+  assert last_line.startswith('error: ') and '--data_path' in last_line
+  assert "config.data.path='fer2013.csv'" in last_line
+  assert 'Traceback' not in result.stderr
+
+
+def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):
+  run, _ = reported
+  # More workdirs may follow as plain arguments (a shell glob); all are
+  # checked before anything is evaluated.
+  result = _report('--workdirs', run.path, str(tmp_path),
+                   f'--out={tmp_path / "out"}')
+  assert result.returncode == 2
+  assert result.stderr.splitlines()[-1] == (
+      f'error: {tmp_path} is not a run directory (no config.json) nor a '
+      'sweep directory of them; give the --workdir of a training run or of '
+      'a sweep.')
+  assert not os.path.exists(tmp_path / 'out')

@@ -1,0 +1,128 @@
+"""Preemption: SIGKILL / SIGTERM at random points, then the same command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import fakedata
+from fer_jax import inference, rundir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_PER_CLASS = 8
+BATCH_SIZE = 8
+STEPS_PER_EPOCH = 7 * TRAIN_PER_CLASS // BATCH_SIZE
+EPOCHS = 2
+# Metrics that must not depend on interruptions (timings do).
+EXACT_KEYS = ('epoch', 'step', 'train/loss', 'train/accuracy',
+              'train/macro_f1', 'learning_rate', 'val/loss', 'val/accuracy',
+              'val/macro_f1')
+
+
+@pytest.fixture(scope='module')
+def csv_path(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=(TRAIN_PER_CLASS, 2, 2))
+  return path
+
+
+def _command(csv_path, workdir):
+  return [sys.executable, '-m', 'fer_jax.main',
+          '--config=configs/resnet_small.py', f'--workdir={workdir}',
+          f'--config.data.path={csv_path}', '--config.model.stem_features=8',
+          '--config.model.block_features=(8, 16)',
+          f'--config.train.batch_size={BATCH_SIZE}', f'--config.train.epochs={EPOCHS}',
+          '--config.train.checkpoint_every_steps=1',
+          '--config.train.eval_batch_size=32']
+
+
+def _start(csv_path, workdir, log):
+  # Output to a file: an unread pipe fills up with orbax's log and blocks
+  # the run.
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  return subprocess.Popen(_command(csv_path, workdir), cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _saved_steps(workdir) -> list[int]:
+  latest = os.path.join(workdir, 'checkpoints', 'latest')
+  if not os.path.isdir(latest):
+    return []
+  return [int(n) for n in os.listdir(latest) if n.isdigit()]
+
+
+def _run_until_step(csv_path, workdir, step, sig):
+  """Starts the command and sends `sig` once checkpoint `step` exists;
+  returns the exit status and stderr."""
+  with tempfile.TemporaryFile('w+') as log:
+    process = _start(csv_path, workdir, log)
+    deadline = time.time() + 300
+    while max(_saved_steps(workdir), default=0) < step:
+      if process.poll() is not None or time.time() > deadline:
+        process.kill()
+        log.seek(0)
+        pytest.fail(f'step {step} not reached: {log.read()[-2000:]}')
+      time.sleep(0.02)
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    log.seek(0)
+    return process.returncode, log.read()
+
+
+def _final(workdir):
+  run = rundir.RunDir(workdir, create=False)
+  variables = inference.load_trained(run, 'latest').variables
+  metrics = [{k: r[k] for k in EXACT_KEYS} for r in run.read_metrics()]
+  return variables, metrics
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(csv_path, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('straight'))
+  result = subprocess.run(_command(csv_path, workdir), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  return _final(workdir)
+
+
+def _assert_same(a, b):
+  variables_a, metrics_a = a
+  variables_b, metrics_b = b
+  assert metrics_a == metrics_b
+  assert jax.tree.all(jax.tree.map(np.array_equal, variables_a, variables_b))
+
+
+def test_sigkill_and_sigterm_at_random_points_then_resume_is_exact(
+    csv_path, uninterrupted, tmp_path):
+  total = EPOCHS * STEPS_PER_EPOCH
+  # Two SIGKILLs, then a SIGTERM, each at a random step, mid-epoch or not.
+  *kill_steps, term_step = sorted(np.random.default_rng().choice(
+      np.arange(2, total - 1), size=3, replace=False))
+  for step in kill_steps:
+    code, stderr = _run_until_step(csv_path, tmp_path, step, signal.SIGKILL)
+    assert code == -signal.SIGKILL, stderr
+  code, stderr = _run_until_step(csv_path, tmp_path, term_step,
+                                 signal.SIGTERM)
+  assert code == 128 + signal.SIGTERM, stderr
+  assert 'run the same command again to resume' in stderr
+  assert 'Traceback' not in stderr
+  saved = max(_saved_steps(tmp_path))
+  assert term_step <= saved < total
+  loop_state = json.load(open(os.path.join(
+      tmp_path, 'checkpoints', 'latest', str(saved), 'loop', 'metadata')))
+  partial = loop_state['partial_epoch'] or {'losses': []}
+  assert len(partial['losses']) == saved % STEPS_PER_EPOCH
+  result = subprocess.run(_command(csv_path, tmp_path), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  _assert_same(_final(tmp_path), uninterrupted)
+  # No duplicated or missing epochs in the metrics log.
+  epochs = [r['epoch'] for r in rundir.RunDir(str(tmp_path)).read_metrics()]
+  assert epochs == list(range(1, EPOCHS + 1)), (kill_steps, term_step)

@@ -1,0 +1,182 @@
+"""Sweeps: expansion and names, checks before training, skip and resume,
+subprocess runs, and the summary tables."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+import fakedata
+from fer_jax import rundir, sweeps
+from fer_jax.errors import UserError
+from fer_jax.train import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+RESNET_SMALL = os.path.join(ROOT, 'configs', 'resnet_small.py')
+# A sweep over the tiny model of test_loop; `tests/` must be importable.
+TINY_SWEEP = '''
+from test_loop import tiny_config
+
+DROPOUTS = {dropouts}
+
+
+def get_config():
+  return tiny_config('', epochs=1)
+
+
+def sweep(add):
+  for dropout in DROPOUTS:
+    add(**{'model.dropout': dropout})
+'''
+
+
+def _experiment(name):
+  return os.path.join(ROOT, 'experiments', f'{name}_sweep.py')
+
+
+def _load(config_file, **global_overrides):
+  """Sweep.load as `python -m fer_jax.sweep` does it, without flags."""
+  base = sweeps.resolve(sweeps.load_config(config_file), global_overrides)
+  return sweeps.Sweep.load(config_file, base, global_overrides)
+
+
+def test_resnet_small_sweep_is_the_exact_product():
+  runs = sweeps.expand(sweeps.load_sweep_fn(_experiment('resnet_small')))
+  expected = [(f'optimizer={o},learning_rate={lr},dropout={d}',
+               {'train.optimizer': o, 'train.learning_rate': lr,
+                'model.dropout': d})
+              for o in ('adam', 'sgd') for lr in (0.001, 0.01)
+              for d in (0.0, 0.15, 0.2)]
+  assert runs == expected
+
+
+@pytest.mark.parametrize('name, count, first', [
+    ('resnet_small', 12, 'optimizer=adam,learning_rate=0.001,dropout=0.0'),
+    ('learning_rate', 5, 'learning_rate=0.0001'),
+    ('classes', 9, 'classes=angry+disgust+fear+happy+sad+surprise+neutral,'
+                   'max_per_class=500'),
+    ('augmentation', 8, 'geometric=on,photometric=on,class_weights=none'),
+])
+def test_shipped_sweeps_expand_and_pass_the_checks(name, count, first):
+  sweep = _load(_experiment(name))
+  assert len(sweep.runs) == count
+  assert sweep.runs[0].name == first
+  assert len({run.name for run in sweep.runs}) == count
+
+
+def test_names_are_safe_folder_names():
+  assert sweeps.run_name({'model.block_features': (8, 16),
+                          'data.classes': 'happy,sad', 'data.path': 'a/b c',
+                          'train.nesterov': True}) == (
+      'block_features=8-16,classes=happy+sad,path=a_b_c,nesterov=True')
+  assert sweeps.run_name({}) == 'base'
+
+
+def test_overrides_are_checked_before_any_run(tmp_path):
+  with pytest.raises(UserError, match='--config.model.dropout is given on '
+                     'the command line and varied by the sweep'):
+    _load(_experiment('resnet_small'), **{'model.dropout': 0.1})
+  with pytest.raises(UserError, match=r'Cannot set config.train.learing_rate'):
+    sweeps.resolve(_load(_experiment('learning_rate')).runs[0].config,
+                   {'train.learing_rate': 0.1})
+  sweep_file = tmp_path / 'bad_sweep.py'
+  sweep_file.write_text(
+      'from fer_jax import sweeps\n'
+      'def get_config():\n'
+      f'  return sweeps.load_config({RESNET_SMALL!r})\n'
+      'def sweep(add):\n'
+      "  add(**{'train.optimizer': 'adagrad', 'train.learning_rate': 1e-4})\n")
+  with pytest.raises(UserError, match=r"Sweep run optimizer=adagrad,"
+                     r"learning_rate=0.0001: config.train.optimizer="
+                     r"'adagrad' is not one of"):
+    _load(str(sweep_file))
+
+
+def _sweep_command(*args):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [TESTS, os.environ.get('PYTHONPATH', '')]))
+  return subprocess.run([sys.executable, '-m', 'fer_jax.sweep', *args],
+                        capture_output=True, text=True, cwd=ROOT, env=env,
+                        timeout=300)
+
+
+def test_unknown_model_stops_the_sweep_before_training(tmp_path):
+  result = _sweep_command(f'--config={_experiment("mobilenetv2_small")}',
+                          f'--workdir={tmp_path / "sweep"}',
+                          '--config.model.name=mobilenet_v9')
+  assert result.returncode == 2
+  assert result.stderr.splitlines()[-1] == (
+      'error: Sweep run dropout=0.0,weight_decay=0.0,optimizer=adam: Unknown '
+      "model 'mobilenet_v9': choose config.model.name from "
+      'mobilenetv2_small, resnet_small.')
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists(tmp_path / 'sweep')
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path, monkeypatch):
+  """`make(dropouts)` -> (sweep file, data path); `tests/` is importable,
+  as the sweep file needs."""
+  monkeypatch.syspath_prepend(TESTS)
+  data_path = str(tmp_path / 'fer2013.csv')
+  fakedata.write_challenge_csv(data_path, per_class=(12, 4, 4))
+
+  def make(dropouts):
+    sweep_file = tmp_path / 'tiny_sweep.py'
+    sweep_file.write_text(TINY_SWEEP.replace('{dropouts}', repr(dropouts)))
+    return str(sweep_file), data_path
+
+  return make
+
+
+def _summary(workdir):
+  with open(os.path.join(workdir, 'summary.csv')) as f:
+    return list(csv.DictReader(f))
+
+
+def test_sequential_sweep_skips_finished_runs(tiny_sweep, tmp_path,
+                                              monkeypatch):
+  sweep_file, data_path = tiny_sweep((0.0, 0.2))
+  workdir = str(tmp_path / 'sweep')
+  sweep = _load(sweep_file, **{'data.path': data_path})
+  summary = sweeps.run_sweep(sweep, workdir)
+
+  rows = _summary(workdir)
+  assert [(r['run'], r['dropout'], r['epochs']) for r in rows] == [
+      ('dropout=0.0', '0.0', '1'), ('dropout=0.2', '0.2', '1')]
+  assert summary == os.path.join(workdir, 'summary.md')
+  for run in sweep.runs:
+    run_dir = rundir.RunDir(os.path.join(workdir, run.name), create=False)
+    assert run_dir.read_json(rundir.CONFIG) == rundir.as_json(run.config)
+  report = os.path.join(workdir, 'dropout=0.0', rundir.REPORT)
+  finished_at = os.path.getmtime(report)
+
+  def no_training(*args):
+    raise AssertionError(f'trained again: {args}')
+
+  monkeypatch.setattr(loop, 'train', no_training)
+  sweeps.run_sweep(sweep, workdir)
+  assert os.path.getmtime(report) == finished_at
+  # Another config (here more epochs) is not finished: its run resumes.
+  longer = _load(sweep_file, **{'data.path': data_path, 'train.epochs': 2})
+  assert not sweeps.is_finished(os.path.join(workdir, 'dropout=0.0'),
+                                longer.runs[0].config)
+
+
+def test_subprocess_sweep_trains_with_the_same_config(tiny_sweep, tmp_path):
+  sweep_file, data_path = tiny_sweep((0.2,))
+  workdir = tmp_path / 'sweep'
+  result = _sweep_command(f'--config={sweep_file}', f'--workdir={workdir}',
+                          '--parallel=devices',
+                          f'--config.data.path={data_path}')
+  assert result.returncode == 0, result.stderr
+  assert [r['run'] for r in _summary(workdir)] == ['dropout=0.2']
+  with open(workdir / 'dropout=0.2' / sweeps.LOG) as f:
+    command = f.readline()
+  assert command.startswith('$ ') and '--config.model.dropout=0.2' in command
+  # The run's config.json equals the in-process one: reruns skip it.
+  run, = _load(sweep_file, **{'data.path': data_path}).runs
+  assert sweeps.is_finished(str(workdir / run.name), run.config)
