@@ -9,11 +9,9 @@ report.json is rewritten); the tables go to <out>/summary.md and .csv, each
 run's figures to <out>/<run name>/. A sweep directory stands for its runs.
 """
 
-import sys
-
 from absl import app, flags, logging
 
-from fer_jax.errors import UserError
+from fer_jax import cli
 from fer_jax.evaluate import regenerate
 
 flags.DEFINE_multi_string('workdirs', None, 'Run or sweep directories; more '
@@ -29,14 +27,11 @@ flags.mark_flags_as_required(['workdirs', 'out'])
 
 def main(argv):
   logging.set_verbosity(logging.INFO)
-  try:
+  with cli.exits_on_user_errors():
     path = regenerate.regenerate(
         flags.FLAGS.workdirs + argv[1:], flags.FLAGS.out,
         data_path=flags.FLAGS.data_path, ten_crop=flags.FLAGS.ten_crop,
         tsne_points=flags.FLAGS.tsne_points)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
   print(f'tables: {path}')
 
 

@@ -14,8 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_jax import sweeps
-from fer_jax.errors import Interrupted, UserError
+from fer_jax import cli, sweeps
 
 config_flags.DEFINE_config_file(
     'config', None, 'Sweep file: get_config() and sweep(add) '
@@ -36,28 +35,24 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.INFO)
   config_flag = flags.FLAGS['config']
-  try:
+  with cli.exits_on_user_errors():
     sweep = sweeps.Sweep.load(config_flags.get_config_filename(config_flag),
                               flags.FLAGS.config,
                               config_flags.get_override_values(config_flag))
     if flags.FLAGS.dry_run:
       print('\n'.join(run.name for run in sweep.runs))
       return
-    summary = sweeps.run_sweep(sweep, flags.FLAGS.workdir,
-                               parallel=flags.FLAGS.parallel == 'devices')
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except Interrupted as e:
-    print(str(e), file=sys.stderr)
-    sys.exit(128 + e.signal_number)
-  except KeyboardInterrupt:
-    # --parallel=devices: the runs got the signal too and saved checkpoints.
-    print('Interrupted; run the same command again to resume.',
-          file=sys.stderr)
-    sys.exit(130)
+    try:
+      summary = sweeps.run_sweep(sweep, flags.FLAGS.workdir,
+                                 parallel=flags.FLAGS.parallel == 'devices')
+    except KeyboardInterrupt:
+      # --parallel=devices: the runs got the signal too and saved
+      # checkpoints.
+      print('Interrupted; run the same command again to resume.',
+            file=sys.stderr)
+      sys.exit(130)
   print(f'{len(sweep.runs)} runs; tables: {summary}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -18,8 +18,8 @@ import pytest
 
 import fakedata
 from conftest import encode
+from test_loop import tiny_config
 from fer_jax import inference, rundir
-from fer_jax.config import default_config
 from fer_jax.data import sources
 from fer_jax.errors import UserError
 from fer_jax.train import loop, step
@@ -62,16 +62,10 @@ def _assert_one_line_error(result, workdir, *fragments) -> None:
     assert not os.listdir(workdir), os.listdir(workdir)
 
 
-def tiny_config(data_path, **train):
-  config = default_config()
-  config.data.path = data_path
-  config.model.stem_features = 8
-  config.model.block_features = (8,)  # One block: compiles in half the time.
-  config.train.batch_size = 16
-  config.train.epochs = 2
-  config.train.learning_rate = 3e-3
-  config.train.eval_batch_size = 32
-  config.train.update(train)
+def one_block_config(data_path, **train):
+  """test_loop's tiny config with one block: compiles in half the time."""
+  config = tiny_config(data_path, epochs=2, **train)
+  config.model.block_features = (8,)
   return config
 
 
@@ -192,7 +186,7 @@ def test_nan_loss_names_the_step_and_keeps_the_last_good_checkpoint(
   # 3, 5 (epoch end), 8, ... NaN from step 7, in epoch 2: checkpoint 8 would
   # hold NaN weights.
   monkeypatch.setattr(step, 'make_train_step', _nan_from_step(7))
-  config = tiny_config(csv_path, checkpoint_every_steps=3)
+  config = one_block_config(csv_path, checkpoint_every_steps=3)
   with pytest.raises(UserError) as error:
     loop.train(config, str(tmp_path))
   message = str(error.value)
@@ -220,7 +214,7 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
   lines[8] = lines[8].rsplit(' ', 1)[0] + ',Training\n'  # 2303 values.
   with open(path, 'w') as f:
     f.writelines(lines)
-  config = tiny_config(path)
+  config = one_block_config(path)
   config.data.on_bad_record = 'skip'
   runs = [loop.train(config, str(tmp_path / name))[0]
           for name in ('first', 'second')]

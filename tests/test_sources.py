@@ -486,15 +486,18 @@ BAD_FILES = {
 }
 
 
+def _with_bad_file(fer, form, kind):
+  """The image folder of `fer` as a directory or a zip, with BAD_FILES[kind]."""
+  extra = dict([BAD_FILES[kind]])
+  if form == 'dir':
+    return fer.write_folder(extra=extra)
+  return fer.write_zip(ext='.png', extra=extra)
+
+
 @pytest.mark.parametrize('form', ['dir', 'zip'])
 @pytest.mark.parametrize('kind', list(BAD_FILES))
 def test_bad_image_file_is_a_user_error_naming_it(synthetic_fer, form, kind):
-  fer = synthetic_fer
-  extra = dict([BAD_FILES[kind]])
-  if form == 'dir':
-    path = fer.write_folder(extra=extra)
-  else:
-    path = fer.write_zip(ext='.png', extra=extra)
+  path = _with_bad_file(synthetic_fer, form, kind)
   with pytest.raises(UserError, match='on_bad_record=skip') as error:
     sources.load(path)
   name = BAD_FILES[kind][0]
@@ -505,15 +508,10 @@ def test_bad_image_file_is_a_user_error_naming_it(synthetic_fer, form, kind):
 @pytest.mark.parametrize('form', ['dir', 'zip'])
 @pytest.mark.parametrize('kind', list(BAD_FILES))
 def test_bad_image_file_is_skipped_and_counted(synthetic_fer, form, kind):
-  fer = synthetic_fer
-  extra = dict([BAD_FILES[kind]])
-  if form == 'dir':
-    path = fer.write_folder(extra=extra)
-  else:
-    path = fer.write_zip(ext='.png', extra=extra)
+  path = _with_bad_file(synthetic_fer, form, kind)
   data = sources.load(path, on_bad_record='skip')
   assert sum(data.skipped.values()) == 1
-  _assert_unordered(data, fer.records)
+  _assert_unordered(data, synthetic_fer.records)
 
 
 def test_all_bad_image_files_are_counted(synthetic_fer):

@@ -108,10 +108,11 @@ def test_unknown_model_stops_the_sweep_before_training(tmp_path):
                           f'--workdir={tmp_path / "sweep"}',
                           '--config.model.name=mobilenet_v9')
   assert result.returncode == 2
-  assert result.stderr.splitlines()[-1] == (
+  last_line = result.stderr.splitlines()[-1]
+  assert last_line.startswith(
       'error: Sweep run dropout=0.0,weight_decay=0.0,optimizer=adam: Unknown '
-      "model 'mobilenet_v9': choose config.model.name from "
-      'mobilenetv2_small, resnet_small.')
+      "model 'mobilenet_v9': choose config.model.name from ")
+  assert 'mobilenetv2_small' in last_line and 'resnet_small' in last_line
   assert 'Traceback' not in result.stderr
   assert not os.path.exists(tmp_path / 'sweep')
 

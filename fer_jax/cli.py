@@ -1,0 +1,61 @@
+"""What every command line here shares: flag parsing and exits on user errors.
+
+A mistake a user can make ends in one `error:` line and exit status 2, never
+a traceback; an interrupted run in its resume hint and 128 + the signal.
+"""
+
+import contextlib
+import sys
+
+from absl import flags
+
+from fer_jax.errors import Interrupted, UserError
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a mistyped override as one line, not a traceback."""
+  try:
+    argv = flags.FLAGS(argv)
+    flags.FLAGS.config.keys()  # config_flags defers load errors to first use.
+    return argv
+  except OSError as e:
+    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+  except flags.Error as e:
+    print(f'error: {_one_line(e)} Pass --helpfull for the flags.',
+          file=sys.stderr)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # config_flags raises these for an override of a missing config field
+    # or of the wrong type.
+    overrides = [a for a in argv[1:] if a.lstrip('-').startswith('config.')]
+    print(f'error: bad config override in {" ".join(overrides)}: '
+          f'{_one_line(e)} Every knob is listed with its default in '
+          'fer_jax/config.py and the config file.', file=sys.stderr)
+  sys.exit(2)
+
+
+def _one_line(error: Exception) -> str:
+  """The message of `error` on one line, ending in punctuation."""
+  # ConfigDict wraps a KeyError in an AttributeError; a KeyError's str() is
+  # the repr of its message.
+  while error.args and isinstance(error.args[0], Exception):
+    error = error.args[0]
+  if isinstance(error, KeyError) and error.args:
+    message = str(error.args[0])
+  else:
+    message = str(error)
+  message = ' '.join(message.split())
+  return message if message.endswith(('.', '?', '!')) else message + '.'
+
+
+@contextlib.contextmanager
+def exits_on_user_errors():
+  """Turns a UserError into `error: ...` and exit 2, an Interrupted run into
+  its message and exit 128 + the signal number."""
+  try:
+    yield
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except Interrupted as e:
+    print(str(e), file=sys.stderr)
+    sys.exit(128 + e.signal_number)
