@@ -46,9 +46,29 @@ def default_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   model.name = 'resnet_small'  # Other fields are the model's own settings.
   model.dropout = 0.0
+  # A directory of converted ImageNet weights (python -m fer_jax.convert) to
+  # start from: matching parameters are loaded, the classifier for the FER
+  # classes is initialised afresh. '': none.
+  model.init_from = ''
 
   config.train = train = ml_collections.ConfigDict()
+  # Without phases: the number of epochs. With phases: a cap on each phase's
+  # epochs (0: no cap), so `--config.train.epochs=1` keeps any run quick.
   train.epochs = 40
+  # Transfer learning in phases, run one after another (empty: one phase of
+  # config.train that trains everything). Each phase is a string of
+  # field=value pairs, e.g.
+  #   ('epochs=10,trainable=head,learning_rate=1e-3',
+  #    'epochs=20,trainable=last:2,learning_rate=1e-4')
+  # `trainable`: 'head', 'last:N' (the last N blocks and the head) or 'all'
+  # (the default); frozen modules keep their parameters and BatchNorm
+  # statistics. Other fields (optimizer, learning_rate, schedule,
+  # weight_decay, momentum, nesterov, warmup_epochs, plateau_factor,
+  # plateau_patience, early_stopping_patience) default to train.*'s. Each
+  # phase has a fresh optimizer, its own early stopping and best checkpoint,
+  # and starts from the best state of the phase before. See
+  # fer_jax/train/phases.py.
+  train.phases = ()
   train.batch_size = 64  # Global, over all devices and hosts.
   # Activations and compute: 'float32' or 'bfloat16' (accelerators); params,
   # optimizer state and the loss stay float32.

@@ -7,11 +7,17 @@ import jax
 import jax.numpy as jnp
 
 from fer_jax.errors import UserError
-from fer_jax.models import mobilenetv2_small, resnet_small
+from fer_jax.models import mobilenet_v2, mobilenetv2_small, resnet
+from fer_jax.models import resnet_small, vgg
 
 MODELS: dict[str, type[nn.Module]] = {
     'mobilenetv2_small': mobilenetv2_small.MobileNetV2Small,
     'resnet_small': resnet_small.ResNetSmall,
+    # Ports of torchvision's ImageNet models (fer_jax.convert loads weights).
+    'mobilenet_v2': mobilenet_v2.MobileNetV2,
+    'resnet18': resnet.ResNet18,
+    'resnet50': resnet.ResNet50,
+    'vgg16': vgg.VGG16,
 }
 
 
@@ -27,6 +33,8 @@ def create(name: str, num_classes: int, *, compute_dtype: str = 'float32',
   `compute_dtype` (config.train.compute_dtype) other than 'float32' needs a
   model with a `dtype` field.
   """
+  # Where to load converted weights from (loop.py), not a model field.
+  kwargs.pop('init_from', None)
   if name not in MODELS:
     raise UserError(f'Unknown model {name!r}: choose config.model.name from '
                     f'{", ".join(sorted(MODELS))}.')
@@ -53,3 +61,66 @@ def create(name: str, num_classes: int, *, compute_dtype: str = 'float32',
 
 def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+# Top-level modules that are a classifier whatever their parameters.
+HEAD_NAMES = ('head', 'classifier', 'fc', 'logits')
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterGroups:
+  """A model's top-level modules, in the order they run: `blocks` (each a
+  tuple of module names) then `head` (the classifier's module names)."""
+  blocks: tuple[tuple[str, ...], ...]
+  head: tuple[str, ...]
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(n for block in self.blocks for n in block) + self.head
+
+
+def _is_dense(tree) -> bool:
+  return (isinstance(tree, dict) and set(tree) <= {'kernel', 'bias'}
+          and getattr(tree.get('kernel'), 'ndim', 0) == 2)
+
+
+def _is_norm(tree) -> bool:
+  return all(leaf.ndim <= 1 for leaf in jax.tree.leaves(tree))
+
+
+def parameter_groups(model: nn.Module,
+                     input_shape: tuple[int, ...]) -> ParameterGroups:
+  """`model`'s parameters as blocks and a head, for freezing in phases.
+
+  Generic over the zoo: the top-level submodules in the order they are
+  created (traced, nothing computed). The head is the trailing run of dense
+  layers (or of modules named as in HEAD_NAMES); every other module starts a
+  block, except a module of vectors only (a norm layer) which joins the
+  block before it: resnet_small is [Conv_0 + BatchNorm_0], [ResidualBlock_0],
+  [ResidualBlock_1] and head [Dense_0 (+ hidden Dense)].
+  """
+  modules = []
+
+  def init(x):
+    variables = model.init(jax.random.key(0), x, train=False)
+    # The dict keeps creation order here; a jitted result would sort it.
+    modules.extend(variables['params'].items())
+    return variables
+
+  jax.eval_shape(init, jax.ShapeDtypeStruct(input_shape, jnp.float32))
+  head_start = len(modules)
+  while head_start > 1 and (_is_dense(modules[head_start - 1][1])
+                            or modules[head_start - 1][0] in HEAD_NAMES
+                            or _is_norm(modules[head_start - 1][1])):
+    head_start -= 1
+  # A norm layer before the first dense one belongs to the block it follows.
+  while head_start < len(modules) and _is_norm(modules[head_start][1]):
+    head_start += 1
+  blocks = []
+  for name, tree in modules[:head_start]:
+    if blocks and _is_norm(tree):
+      blocks[-1].append(name)
+    else:
+      blocks.append([name])
+  return ParameterGroups(tuple(map(tuple, blocks)),
+                         tuple(name for name, _ in modules[head_start:]))

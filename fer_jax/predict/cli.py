@@ -1,20 +1,26 @@
-"""Command line: emotions of the faces in photos and folders of photos.
+"""Command line: emotions of the faces in photos, folders and videos.
 
   python -m fer_jax.predict --workdir=runs/resnet_small photo.jpg photos/ \
       --out=preds/
+  python -m fer_jax.predict --backend=onnx --model=model.onnx clip.mp4 \
+      --every=5 --smooth=0.6 --out=preds/
 
-One JSON line per image file on stdout, a readable table on stderr and,
-with --out, annotated copies. Exit status: 0 if any file gave faces, 1 if
-none did, 2 for a usage error.
+One JSON line per image file (per processed frame of a video, with `frame`
+and `time_s`) on stdout, or CSV rows with --format=csv; a readable table on
+stderr and, with --out, annotated copies. Exit status: 0 if any file gave
+faces, 1 if none did, 2 for a usage error.
+
+The ONNX backend imports no JAX: this module loads the JAX one lazily.
 """
 
 import argparse
+import csv
 import json
 import os
 import sys
 
 from fer_jax.errors import UserError
-from fer_jax.predict import annotate, images, predictor
+from fer_jax.predict import annotate, images, predictor, video
 
 NO_FACE = ('no face found; try a smaller --min-face-size, or --no-detect if '
            'the image is a face crop')
@@ -27,12 +33,29 @@ def _parser() -> argparse.ArgumentParser:
       description='Finds the faces in photos and classifies their emotion.')
   parser.add_argument('paths', nargs='+', metavar='PATH',
                       help='image files, or folders searched recursively')
+  parser.add_argument('--backend', choices=('jax', 'onnx'),
+                      help='jax (a training run) or onnx (an exported '
+                      '--model; no JAX needed); default: onnx with --model, '
+                      'else jax')
+  parser.add_argument('--model', help='ONNX file from python -m '
+                      'fer_jax.export (the onnx backend)')
   parser.add_argument('--workdir', help='training run directory (default: '
                       f'the model in {predictor.PRETRAINED_DIR})')
   parser.add_argument('--checkpoint', choices=predictor.CHECKPOINTS,
                       default='best',
                       help='which checkpoint of the run (default %(default)s)')
-  parser.add_argument('--out', help='folder for annotated copies')
+  parser.add_argument('--out', help='folder for annotated copies (videos as '
+                      '.mp4)')
+  parser.add_argument('--format', choices=('json', 'csv'), default='json',
+                      help='stdout: JSON lines or CSV rows, one per face '
+                      '(default %(default)s)')
+  parser.add_argument('--every', type=int, default=1,
+                      help='videos: classify every Nth frame (default '
+                      '%(default)s)')
+  parser.add_argument('--smooth', type=float, default=0.0,
+                      help='videos: moving-average factor in [0, 1) of each '
+                      "face track's probabilities, p = s * p_before + "
+                      '(1 - s) * p_frame (default %(default)s: off)')
   parser.add_argument('--no-detect', action='store_true',
                       help='each image already is one face crop (its centre '
                       'square is classified)')
@@ -50,6 +73,87 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _model(args) -> predictor.FacePredictor:
+  """The predictor of the chosen backend; only the JAX one imports JAX."""
+  options = dict(detect_faces=not args.no_detect, margin=args.margin,
+                 min_face_size=args.min_face_size, batch_size=args.batch_size)
+  if (args.backend or ('onnx' if args.model else 'jax')) == 'jax':
+    if args.model:
+      raise UserError('--model is an ONNX file: use it with --backend=onnx, '
+                      'or pass --workdir=<run> for the JAX backend.')
+    return predictor.Predictor.from_workdir(
+        args.workdir, args.checkpoint, ten_crop=args.ten_crop, **options)
+  if not args.model:
+    raise UserError('--backend=onnx needs --model=<file.onnx>; export one '
+                    'with python -m fer_jax.export --workdir=<run> '
+                    '--out=model.onnx.')
+  if args.workdir or args.ten_crop:
+    raise UserError('--backend=onnx runs the --model file: drop '
+                    f'{"--workdir" if args.workdir else "--ten-crop"} (JAX '
+                    'backend only).')
+  # pylint: disable-next=import-outside-toplevel
+  from fer_jax.predict import onnx_predictor
+  return onnx_predictor.OnnxPredictor(args.model, **options)
+
+
+class _Output:
+  """Result lines on stdout: JSON lines, or CSV rows with a header."""
+
+  def __init__(self, fmt: str, class_names: tuple[str, ...]):
+    self._class_names = class_names
+    self._csv = None
+    if fmt == 'csv':
+      self._csv = csv.writer(sys.stdout, lineterminator='\n')
+      self._csv.writerow(['file', 'frame', 'time_s', 'face', 'track', 'x',
+                          'y', 'width', 'height', 'label', *class_names,
+                          'error'])
+
+  def write(self, path: str, faces: list[predictor.Face],
+            error: str | None, frame: video.Frame | None = None) -> None:
+    if self._csv is None:
+      line = {'file': path}
+      if frame is not None:
+        line.update(frame=frame.index, time_s=frame.time_s)
+      line['faces'] = [f.to_json() for f in faces]
+      if frame is not None:
+        for face_json, track in zip(line['faces'], frame.tracks):
+          face_json['track'] = track
+      line['error'] = error
+      print(json.dumps(line), flush=True)
+      return
+    when = ['', ''] if frame is None else [frame.index, frame.time_s]
+    tracks = [''] * len(faces) if frame is None else frame.tracks
+    for number, (face, track) in enumerate(zip(faces, tracks), 1):
+      self._csv.writerow(
+          [path, *when, number, track, *face.box, face.label,
+           *(round(face.probs[name], 6) for name in self._class_names), ''])
+    if not faces:
+      self._csv.writerow([path, *when, *[''] * (7 + len(self._class_names)),
+                          error or ''])
+    sys.stdout.flush()
+
+
+def _video(model: predictor.FacePredictor, path: str, out_name: str,
+           args, output: _Output) -> bool:
+  """Writes the lines of video `path` (and, with --out, its annotated copy);
+  whether any frame gave a face."""
+  out = os.path.join(args.out, out_name) if args.out else None
+  processed = with_faces = 0
+  try:
+    for frame in video.frames(model, path, args.every, args.smooth, out):
+      output.write(path, frame.faces, None, frame)
+      processed += 1
+      with_faces += bool(frame.faces)
+  except video.UnreadableVideo as e:
+    output.write(path, [], e.reason)
+    print(f'{path:<32} error: {e.reason}', file=sys.stderr, flush=True)
+    return False
+  print(f'{path:<32} video: {processed} frames classified, {with_faces} '
+        'with faces' + ('' if with_faces else f'; {NO_FACE}'),
+        file=sys.stderr, flush=True)
+  return bool(with_faces)
+
+
 def _inputs(paths: list[str]) -> list[tuple[str, str | None]]:
   """(path, name under --out) for each file argument and each image file in
   each folder argument; an empty folder comes with None."""
@@ -65,7 +169,7 @@ def _inputs(paths: list[str]) -> list[tuple[str, str | None]]:
   return inputs
 
 
-def _faces(model: predictor.Predictor, path: str, out_name: str | None,
+def _faces(model: predictor.FacePredictor, path: str, out_name: str | None,
            out: str | None) -> tuple[list[predictor.Face], str | None]:
   """The faces in the file at `path` and None, or [] and why there are none;
   with `out`, writes the annotated copy."""
@@ -102,16 +206,20 @@ def run(argv: list[str]) -> int:
     except OSError as e:
       raise UserError(f'Cannot create --out={args.out} ({e.strerror}); '
                       'choose another folder.') from None
-  model = predictor.Predictor.from_workdir(
-      args.workdir, args.checkpoint, detect_faces=not args.no_detect,
-      margin=args.margin, min_face_size=args.min_face_size,
-      ten_crop=args.ten_crop, batch_size=args.batch_size)
+  if args.every < 1:
+    raise UserError(f'--every={args.every} must be at least 1.')
+  if not 0 <= args.smooth < 1:
+    raise UserError(f'--smooth={args.smooth} must be in [0, 1) (0: off).')
+  model = _model(args)
+  output = _Output(args.format, model.class_names)
   processed = 0
   for path, out_name in _inputs(args.paths):
+    if out_name is not None and video.is_video(path):
+      processed += _video(model, path, out_name, args, output)
+      continue
     faces, error = _faces(model, path, out_name, args.out)
     processed += error is None
-    print(json.dumps({'file': path, 'faces': [f.to_json() for f in faces],
-                      'error': error}), flush=True)
+    output.write(path, faces, error)
     print(_table_lines(path, faces, error), file=sys.stderr, flush=True)
   if not processed:
     print('error: no input gave a face; see the errors above.',

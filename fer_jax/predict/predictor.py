@@ -1,16 +1,22 @@
-"""Emotions of the faces in a photo: detection, crops, batched inference."""
+"""Emotions of the faces in a photo: detection, crops, batched inference.
+
+This module imports neither JAX nor Flax: `Predictor` loads them when it is
+built, so the ONNX backend (onnx_predictor.py) shares the rest without them.
+"""
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import scipy.special
 from PIL import Image
 
-from fer_jax import inference, rundir
 from fer_jax.errors import UserError
 from fer_jax.predict import detect, images
+
+if TYPE_CHECKING:
+  from fer_jax import inference
 
 # Where a trained run directory shipped with the package goes; with one
 # there, a workdir need not be given.
@@ -37,7 +43,7 @@ class Face:
 
 
 def _pretrained_workdir() -> str:
-  if not os.path.isfile(os.path.join(PRETRAINED_DIR, rundir.CONFIG)):
+  if not os.path.isfile(os.path.join(PRETRAINED_DIR, 'config.json')):
     raise UserError(f'No model ships in {PRETRAINED_DIR} yet; pass '
                     '--workdir=<run directory> of a model trained with '
                     'python -m fer_jax.main.')
@@ -59,23 +65,22 @@ def _grey(image) -> np.ndarray:
   return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
-class Predictor:
-  """A trained model applied to the faces found in photos.
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """Softmax over the last axis, in NumPy."""
+  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return shifted / shifted.sum(axis=-1, keepdims=True)
 
-    predictor = Predictor.from_workdir('runs/resnet_small')
-    for face in predictor.predict('photo.jpg'):
-      print(face.box, face.label, face.probs)
 
-  Faces go through the jitted model in batches padded to a power of two up
-  to `batch_size` (1, 2, 4, ..., batch_size): a handful of shapes compile
-  once, whatever the number of faces.
-  """
+class FacePredictor:
+  """Face detection and cropping around a classifier of face crops; the
+  backends (`Predictor` for JAX, `onnx_predictor.OnnxPredictor`) give
+  `classify`."""
 
-  def __init__(self, trained: inference.TrainedModel, *,
+  def __init__(self, class_names: tuple[str, ...], input_size: int, *,
                detect_faces: bool = True,
                detector: detect.Detector | None = None,
                margin: float = 0.2, min_face_size: int = 32,
-               ten_crop: bool = False, batch_size: int = 32,
+               batch_size: int = 32,
                max_detect_side: int = detect.MAX_DETECT_SIDE):
     """`detect_faces=False` takes each whole image as one face crop;
     `detector` defaults to `detect.HaarDetector()`."""
@@ -85,29 +90,15 @@ class Predictor:
                                ('max_detect_side', max_detect_side, 1)):
       if value < least:
         raise UserError(f'{name}={value} must be at least {least}.')
-    self.class_names = trained.class_names
-    self.input_size = trained.input_spec.image_size
+    self.class_names = tuple(class_names)
+    self.input_size = input_size
     self.batch_size = batch_size
-    self._variables = trained.variables
-    self._logits_fn = inference.make_logits_fn(
-        trained.model, trained.input_spec, ten_crop)
     self._detector = None
     if detect_faces:
       self._detector = detector or detect.HaarDetector()
     self._margin = margin
     self._min_face_size = min_face_size
     self._max_detect_side = max_detect_side
-
-  @classmethod
-  def from_workdir(cls, workdir: str | None = None, checkpoint: str = 'best',
-                   **options) -> 'Predictor':
-    """The `checkpoint` ('best' or 'latest') of a training run directory;
-    without `workdir`, the model that ships in PRETRAINED_DIR."""
-    if checkpoint not in CHECKPOINTS:
-      raise UserError(f'checkpoint={checkpoint!r} is not one of '
-                      f'{CHECKPOINTS}.')
-    run = rundir.RunDir(workdir or _pretrained_workdir(), create=False)
-    return cls(inference.load_trained(run, checkpoint), **options)
 
   def predict(self, image) -> list[Face]:
     """The faces in `image` (a file path, a PIL image, or a uint8 array,
@@ -122,10 +113,57 @@ class Predictor:
       margin = self._margin
     probs = self.classify(
         detect.face_crops(grey, boxes, margin, self.input_size))
-    return [self._face(box, p) for box, p in zip(boxes, probs)]
+    return [self.face(box, p) for box, p in zip(boxes, probs)]
 
   def classify(self, crops: np.ndarray) -> np.ndarray:
     """Class probabilities [N, classes] of uint8 face crops [N, size, size]."""
+    raise NotImplementedError
+
+  def face(self, box, probs: np.ndarray) -> Face:
+    """The Face of `box` with class probabilities `probs` [classes]."""
+    order = np.argsort(-probs, kind='stable')
+    return Face(tuple(int(v) for v in box), self.class_names[order[0]],
+                {self.class_names[i]: float(probs[i]) for i in order})
+
+
+class Predictor(FacePredictor):
+  """A trained model applied to the faces found in photos.
+
+    predictor = Predictor.from_workdir('runs/resnet_small')
+    for face in predictor.predict('photo.jpg'):
+      print(face.box, face.label, face.probs)
+
+  Faces go through the jitted model in batches padded to a power of two up
+  to `batch_size` (1, 2, 4, ..., batch_size): a handful of shapes compile
+  once, whatever the number of faces.
+  """
+
+  def __init__(self, trained: 'inference.TrainedModel', *,
+               ten_crop: bool = False, **options):
+    """`options` are FacePredictor's (detect_faces, detector, margin, ...)."""
+    from fer_jax import inference  # pylint: disable=import-outside-toplevel
+    super().__init__(trained.class_names, trained.input_spec.image_size,
+                     **options)
+    self._variables = trained.variables
+    self._logits_fn = inference.make_logits_fn(
+        trained.model, trained.input_spec, ten_crop)
+
+  @classmethod
+  def from_workdir(cls, workdir: str | None = None, checkpoint: str = 'best',
+                   **options) -> 'Predictor':
+    """The `checkpoint` ('best' or 'latest') of a training run directory;
+    without `workdir`, the model that ships in PRETRAINED_DIR."""
+    # pylint: disable-next=import-outside-toplevel
+    from fer_jax import inference, rundir
+    if checkpoint not in CHECKPOINTS:
+      raise UserError(f'checkpoint={checkpoint!r} is not one of '
+                      f'{CHECKPOINTS}.')
+    run = rundir.RunDir(workdir or _pretrained_workdir(), create=False)
+    return cls(inference.load_trained(run, checkpoint), **options)
+
+  def classify(self, crops: np.ndarray) -> np.ndarray:
+    """Class probabilities [N, classes] of uint8 face crops [N, size, size]."""
+    from fer_jax import inference  # pylint: disable=import-outside-toplevel
     if not len(crops):
       return np.zeros((0, len(self.class_names)), np.float32)
     # The smallest power of two that holds them: one face does not pay for
@@ -133,9 +171,4 @@ class Predictor:
     padded_size = min(self.batch_size, 1 << (len(crops) - 1).bit_length())
     logits = inference.batched_logits(self._logits_fn, self._variables, crops,
                                       padded_size)
-    return scipy.special.softmax(logits, axis=1)
-
-  def _face(self, box: np.ndarray, probs: np.ndarray) -> Face:
-    order = np.argsort(-probs, kind='stable')
-    return Face(tuple(int(v) for v in box), self.class_names[order[0]],
-                {self.class_names[i]: float(probs[i]) for i in order})
+    return softmax(logits)

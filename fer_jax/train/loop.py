@@ -18,11 +18,11 @@ import numpy as np
 import tqdm
 from tensorboardX import SummaryWriter
 
-from fer_jax import inference, metrics, models, rundir
+from fer_jax import convert, inference, metrics, models, rundir
 from fer_jax.data import dataset, device_augment, pipeline, preprocess
 from fer_jax.data import sources
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import optim, step
+from fer_jax.train import optim, phases, step
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -41,13 +41,23 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.model settings {model_settings} do not build a '
                     f'{name} for {size}x{size}x{channels} inputs: '
                     f'{" ".join(str(e).split("-" * 20)[0].split())}') from None
-  optim.create(config.train, steps_per_epoch=1)
+  if config.model.get('init_from'):
+    convert.read_meta(config.model.init_from, name)  # Before the data loads.
+  plan = phases.parse(config.train)
+  groups = None
+  for phase in plan:
+    optim.create(phase.train, steps_per_epoch=1)
+    if phase.trainable != 'all':
+      groups = groups or models.parameter_groups(model, (1, size, size,
+                                                         channels))
+      phases.trainable_names(phase, groups, name)
   device_augment.from_config(config.data.augment)  # Checks every knob.
   dataset.class_weights(np.zeros(1, np.int32), 2, config.train.class_weights)
   if config.data.normalization not in preprocess.NORMALIZATIONS:
     raise UserError(f'config.data.normalization={config.data.normalization!r}'
                     f' is not one of {preprocess.NORMALIZATIONS}.')
-  if config.train.epochs < 1 or config.train.batch_size < 1:
+  if ((config.train.epochs < 1 and not config.train.phases)
+      or config.train.batch_size < 1):
     raise UserError('config.train.epochs and config.train.batch_size must be '
                     '>= 1.')
   metric = config.train.selection_metric
@@ -164,23 +174,47 @@ def train(config: ml_collections.ConfigDict,
   model = models.create(model_settings.pop('name'), data.num_classes,
                         compute_dtype=config.train.compute_dtype,
                         **model_settings)
-  optimizer = optim.create(config.train, steps_per_epoch)
+  weights = dataset.class_weights(train_split.labels, data.num_classes,
+                                  config.train.class_weights)
+  plan = phases.parse(config.train)
+  groups = None
+  if any(phase.trainable != 'all' for phase in plan):
+    groups = models.parameter_groups(
+        model, (1, spec.image_size, spec.image_size, spec.channels))
+
+  def setup(phase: phases.Phase):
+    """`phase`'s optimizer and jitted train step (compiled at first use)."""
+    trainable = (None if groups is None else
+                 phases.trainable_names(phase, groups, config.model.name))
+    optimizer = optim.create(phase.train, steps_per_epoch, trainable)
+    train_step = jax.jit(
+        step.make_train_step(model, optimizer, spec, weights,
+                             config.train.label_smoothing,
+                             device_augment.from_config(config.data.augment),
+                             trainable=trainable),
+        donate_argnums=0)
+    if trainable is not None:
+      logging.info('Phase %d trains %s of %s.', phase.number,
+                   ', '.join(n for n in groups.names if n in trainable),
+                   config.model.name)
+    return optimizer, train_step
+
+  optimizer, train_step = setup(plan[0])
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = jax.jit(functools.partial(step.init_state, model, optimizer, spec),
                   out_shardings=replicated)(init_rng)
+  if config.model.get('init_from') and run.latest_step() is None:
+    # Converted ImageNet weights; the optimizer state depends on shapes only.
+    state = state.replace(**jax.device_put(dict(zip(
+        ('params', 'batch_stats'), convert.init_from(
+            config.model.init_from, config.model.name, state.params,
+            state.batch_stats))), replicated))
   num_params = models.count_params(state.params)
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
                '%d device(s).', config.model.name, f'{num_params:,}',
                steps_per_epoch, global_batch, num_devices)
   print(f'{config.model.name}: {num_params:,} parameters', flush=True)
 
-  weights = dataset.class_weights(train_split.labels, data.num_classes,
-                                  config.train.class_weights)
-  train_step = jax.jit(
-      step.make_train_step(model, optimizer, spec, weights,
-                           config.train.label_smoothing,
-                           device_augment.from_config(config.data.augment)),
-      donate_argnums=0)
   logits_fn = inference.make_logits_fn(model, spec)
   batches = iter(pipeline.train_dataset(
       train_split, batch_size=global_batch // jax.process_count(),
@@ -191,12 +225,26 @@ def train(config: ml_collections.ConfigDict,
       process_index=jax.process_index(), process_count=jax.process_count()))
 
   # ---------------------------------------------------------------- Resume.
-  plateau = optim.ReduceOnPlateau(config.train.plateau_factor,
-                                  config.train.plateau_patience)
-  loop = {'epoch': 0, 'best_value': None, 'best_epoch': 0,
-          'epochs_without_improvement': 0, 'stopped_early': False,
-          'plateau': plateau.to_json(), 'partial_epoch': None}
+  plateau = optim.ReduceOnPlateau(plan[0].train.plateau_factor,
+                                  plan[0].train.plateau_patience)
+  # `epoch` counts over all phases; `phase_epoch` within `phase` (from 1).
+  loop = {'epoch': 0, 'phase': 1, 'phase_epoch': 0, 'best_value': None,
+          'best_epoch': 0, 'epochs_without_improvement': 0,
+          'stopped_early': False, 'plateau': plateau.to_json(),
+          'partial_epoch': None}
+
+  def init_opt_state(optimizer, params):
+    return jax.jit(optimizer.init, out_shardings=replicated)(params)
+
   if run.latest_step() is not None:
+    if len(plan) > 1:
+      # The checkpoint's phase decides the layout of its optimizer state.
+      number = run.restore('latest', model=state.model_variables)[
+          'loop'].get('phase', 1)
+      if 1 < number <= len(plan):
+        optimizer, train_step = setup(plan[number - 1])
+        state = state.replace(
+            opt_state=init_opt_state(optimizer, state.params))
     restored = run.restore('latest', model=state.model_variables,
                            optimizer={'step': state.step,
                                       'opt_state': state.opt_state},
@@ -205,7 +253,8 @@ def train(config: ml_collections.ConfigDict,
                             batch_stats=restored['model']['batch_stats'],
                             **restored['optimizer'])
     batches.set_state(restored['data'])
-    loop = restored['loop']
+    loop = {'phase': 1, 'phase_epoch': restored['loop']['epoch'],
+            **restored['loop']}
     plateau = optim.ReduceOnPlateau(**loop['plateau'])
     logging.info('Resumed %s at step %d (epoch %d done).', run.path,
                  restored['step'], loop['epoch'])
@@ -220,20 +269,53 @@ def train(config: ml_collections.ConfigDict,
                                    'opt_state': state.opt_state},
              data_state=data_state)
 
+  def next_phase(state: step.TrainState):
+    """Starts the phase after loop['phase'] from that phase's best state,
+    with a fresh optimizer, schedule and early-stopping counters."""
+    run.wait_until_finished()
+    best = run.restore('best', model=state.model_variables)['model']
+    phase = plan[loop['phase']]
+    optimizer, train_step = setup(phase)
+    # The step count goes on: checkpoints and dropout keys stay unique.
+    state = state.replace(params=best['params'],
+                          batch_stats=best['batch_stats'],
+                          opt_state=init_opt_state(optimizer, best['params']))
+    plateau = optim.ReduceOnPlateau(phase.train.plateau_factor,
+                                    phase.train.plateau_patience)
+    logging.info('Phase %d/%d (%s, %d epochs) starts from the best state of '
+                 'phase %d (epoch %d).', phase.number, len(plan),
+                 phase.trainable, phase.epochs, loop['phase'],
+                 loop['best_epoch'])
+    loop.update(phase=phase.number, phase_epoch=0, best_value=None,
+                epochs_without_improvement=0, stopped_early=False,
+                plateau=plateau.to_json(), partial_epoch=None)
+    return state, train_step, plateau
+
+  def phase_done(phase: phases.Phase) -> bool:
+    return loop['stopped_early'] or loop['phase_epoch'] >= phase.epochs
+
   # ----------------------------------------------------------------- Epochs.
   metric = config.train.selection_metric
   every = config.train.checkpoint_every_steps
-  first_epoch = loop['epoch'] + 1
-  if loop['stopped_early']:
-    first_epoch = config.train.epochs + 1
+  total_epochs = sum(phase.epochs for phase in plan)
   with _StopSignals() as stop:
-    for epoch in range(first_epoch, config.train.epochs + 1):
+    while True:
+      phase = plan[loop['phase'] - 1]
+      if phase_done(phase):
+        if loop['phase'] >= len(plan):
+          break
+        # Only on resuming a checkpoint saved before phases took over.
+        state, train_step, plateau = next_phase(state)
+        continue
+      epoch = loop['epoch'] + 1
       partial = loop['partial_epoch'] or _PartialEpoch.EMPTY
       done = len(partial['losses'])
       start = time.perf_counter()
       progress = tqdm.tqdm(
           total=steps_per_epoch * global_batch, initial=done * global_batch,
-          unit='img', desc=f'epoch {epoch}/{config.train.epochs}',
+          unit='img', desc=f'epoch {epoch}/{total_epochs}' + (
+              f' (phase {phase.number}/{len(plan)})' if len(plan) > 1
+              else ''),
           leave=False, mininterval=1 if sys.stderr.isatty() else 30,
           disable=jax.process_index() != 0)
       step_metrics = []
@@ -270,7 +352,7 @@ def train(config: ml_collections.ConfigDict,
           data.class_names)
       learning_rate = float(state.opt_state.hyperparams['learning_rate'])
       record = {
-          'epoch': epoch, 'step': int(state.step),
+          'epoch': epoch, 'step': int(state.step), 'phase': phase.number,
           'train/loss': float(np.mean(partial['losses'])),
           'train/accuracy': train_metrics['accuracy'],
           'train/macro_f1': train_metrics['macro_f1'],
@@ -284,18 +366,20 @@ def train(config: ml_collections.ConfigDict,
                         f'logged; choose one of {sorted(record)}.')
       run.append_metrics(record)
       for key, value in record.items():
-        if key not in ('epoch', 'step'):
+        if key not in ('epoch', 'step', 'phase'):
           writer.add_scalar(key, value, epoch)
       writer.flush()
-      logging.info('epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f '
+      logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f '
                    'acc %.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s',
-                   epoch, config.train.epochs, record['train/loss'],
+                   epoch, total_epochs,
+                   f' (phase {phase.number})' if len(plan) > 1 else '',
+                   record['train/loss'],
                    record['train/accuracy'], record['val/loss'],
                    record['val/accuracy'], record['val/macro_f1'],
                    learning_rate, partial['seconds'],
                    record['train_images_per_second'])
 
-      if config.train.schedule == 'plateau':
+      if phase.train.schedule == 'plateau':
         factor = plateau.scale(record['val/loss'])
         if factor != 1.0:
           # A strongly typed float32, as in the state: no recompilation.
@@ -304,7 +388,9 @@ def train(config: ml_collections.ConfigDict,
           logging.info('Validation loss plateaued: learning rate -> %.2g.',
                        learning_rate * factor)
       loop['epoch'] = epoch
+      loop['phase_epoch'] += 1
       loop['plateau'] = plateau.to_json()
+      # Best checkpoint and early stopping are per phase.
       if _improved(record[metric], loop['best_value'], metric):
         loop.update(best_value=record[metric], best_epoch=epoch,
                     epochs_without_improvement=0, partial_epoch=None)
@@ -312,15 +398,18 @@ def train(config: ml_collections.ConfigDict,
                  loop=loop)
       else:
         loop['epochs_without_improvement'] += 1
-      patience = config.train.early_stopping_patience
+      patience = phase.train.early_stopping_patience
       loop['stopped_early'] = bool(
           patience and loop['epochs_without_improvement'] >= patience
-          and epoch < config.train.epochs)
-      save_latest(data_state, None)
+          and loop['phase_epoch'] < phase.epochs)
       if loop['stopped_early']:
-        logging.info('Early stopping: no better %s for %d epochs.', metric,
-                     patience)
-        break
+        logging.info('Early stopping%s: no better %s for %d epochs.',
+                     f' of phase {phase.number}' if len(plan) > 1 else '',
+                     metric, patience)
+      if phase_done(phase) and loop['phase'] < len(plan):
+        # The latest checkpoint then holds the next phase's start.
+        state, train_step, plateau = next_phase(state)
+      save_latest(data_state, None)
 
   writer.close()
   run.wait_until_finished()

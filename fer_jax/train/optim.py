@@ -7,6 +7,7 @@ between epochs without recompiling the train step.
 """
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -24,8 +25,28 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def _labels(trainable: frozenset[str], params):
+  return {name: jax.tree.map(
+      lambda _, n=name: 'trainable' if n in trainable else 'frozen', tree)
+          for name, tree in params.items()}
+
+
 def _optimizer(learning_rate, *, name: str, momentum: float, nesterov: bool,
-               weight_decay: float) -> optax.GradientTransformation:
+               weight_decay: float, trainable: frozenset[str] | None = None
+               ) -> optax.GradientTransformation:
+  optimizer = _base_optimizer(learning_rate, name=name, momentum=momentum,
+                              nesterov=nesterov, weight_decay=weight_decay)
+  if trainable is None:
+    return optimizer
+  # Frozen top-level modules get zero updates and no optimizer state.
+  return optax.multi_transform(
+      {'trainable': optimizer, 'frozen': optax.set_to_zero()},
+      functools.partial(_labels, trainable))
+
+
+def _base_optimizer(learning_rate, *, name: str, momentum: float,
+                    nesterov: bool, weight_decay: float
+                    ) -> optax.GradientTransformation:
   if name == 'adamw':
     return optax.adamw(learning_rate, weight_decay=weight_decay,
                        mask=_decay_mask)
@@ -59,19 +80,25 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
       decay_steps=total_steps)
 
 
-def create(config: ml_collections.ConfigDict,
-           steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optimizer of `config.train`, learning rate injected as state."""
+def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
+           trainable: frozenset[str] | None = None
+           ) -> optax.GradientTransformation:
+  """The optimizer of `config.train`, learning rate injected as state.
+
+  `trainable`: the top-level modules (parameter names) it updates; None: all.
+  """
   if config.optimizer not in OPTIMIZERS:
     raise UserError(f'config.train.optimizer={config.optimizer!r} is not one '
                     f'of {OPTIMIZERS}.')
   if config.weight_decay < 0:
     raise UserError('config.train.weight_decay must be >= 0.')
   return optax.inject_hyperparams(
-      _optimizer, static_args=('name', 'momentum', 'nesterov', 'weight_decay'))(
+      _optimizer, static_args=('name', 'momentum', 'nesterov', 'weight_decay',
+                               'trainable'))(
           learning_rate=learning_rate_schedule(config, steps_per_epoch),
           name=config.optimizer, momentum=config.momentum,
-          nesterov=config.nesterov, weight_decay=config.weight_decay)
+          nesterov=config.nesterov, weight_decay=config.weight_decay,
+          trainable=trainable)
 
 
 @dataclasses.dataclass

@@ -64,11 +64,22 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
   return jnp.sum(weights * losses) / jnp.sum(weights)
 
 
+def _keep(trainable: frozenset[str], old: dict, new: dict) -> dict:
+  return {name: tree if name in trainable else old[name]
+          for name, tree in new.items()}
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     input_spec: InputSpec, class_weights: np.ndarray,
                     label_smoothing: float,
-                    augment_settings: RandomAugment | None = None):
+                    augment_settings: RandomAugment | None = None,
+                    trainable: frozenset[str] | None = None):
   """Returns `train_step(state, batch, rng) -> (state, metrics)`, unjitted.
+
+  `trainable`: the top-level modules that learn (None: all). The others keep
+  their parameters and BatchNorm statistics (the optimizer should give them
+  zero updates, see optim.create); in train mode their BatchNorm layers
+  still normalise with the batch's statistics.
 
   `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}; augmentation
   (with `augment_settings`, see `device_augment`) and normalisation happen
@@ -99,8 +110,11 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1,
-                              params=optax.apply_updates(state.params, updates),
+    params = optax.apply_updates(state.params, updates)
+    if trainable is not None:  # Frozen ones bit for bit: not even p + 0.
+      params = _keep(trainable, state.params, params)
+      batch_stats = _keep(trainable, state.batch_stats, batch_stats)
+    new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
     metrics = {'loss': loss, 'predictions': jnp.argmax(logits, -1),
                'labels': labels}

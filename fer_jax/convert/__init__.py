@@ -1,0 +1,204 @@
+"""ImageNet weights for the ported models: torchvision state dict -> Flax.
+
+  python -m fer_jax.convert --arch=vgg16 --src=vgg16.pth --out=weights/vgg16
+
+writes <out>/variables.msgpack (Flax `params` and `batch_stats`, via
+flax.serialization) and <out>/converted.json (arch, source, parameter count).
+A run loads it with `--config.model.init_from=<out>`: every parameter whose
+name and shape match is replaced, the rest (the classifier for the FER
+classes, the heads of fer_jax/models/heads.py) keeps its fresh
+initialisation.
+
+The mapping is by name: the ports name their modules after torchvision's
+state-dict keys, with numeric parts joined on (`layer1.0.downsample.1` ->
+`layer1_0/downsample_1`); conv weights go OIHW -> HWIO, linear weights are
+transposed, BatchNorm weight / bias / running_mean / running_var become
+scale / bias (params) and mean / var (batch_stats). VGG's first classifier
+layer also has its inputs permuted from torch's NCHW flatten to the port's
+NHWC one. torch is needed only to read the .pth (the `torch` extra).
+"""
+
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization, traverse_util
+
+from fer_jax import models
+from fer_jax.errors import UserError
+
+VARIABLES = 'variables.msgpack'
+META = 'converted.json'
+
+# arch -> its final classifier layer (re-initialised for the FER classes).
+ARCHS = {'mobilenet_v2': 'classifier_1', 'resnet18': 'fc', 'resnet50': 'fc',
+         'vgg16': 'classifier_6'}
+
+
+def how_to_obtain(arch: str) -> str:
+  """One sentence: how to get and convert the weights of `arch`."""
+  source = f"torchvision.models.{arch}(weights='IMAGENET1K_V1')"
+  return (f'on a machine with internet, save them with `import torch, '
+          f'torchvision; torch.save({source}.state_dict(), "{arch}.pth")`, '
+          f'then run `python -m fer_jax.convert --arch={arch} '
+          f'--src={arch}.pth --out=weights/{arch}` and set '
+          f'--config.model.init_from=weights/{arch}')
+
+
+def _check_arch(arch: str) -> None:
+  if arch not in ARCHS:
+    raise UserError(f'--arch={arch!r}: converted weights exist for '
+                    f'{", ".join(sorted(ARCHS))}.')
+
+
+def read_torch_state_dict(path: str, arch: str) -> dict[str, np.ndarray]:
+  """A torchvision .pth state dict (or a checkpoint holding one) as numpy."""
+  if not os.path.isfile(path):
+    raise UserError(f'No weights file {path!r}: {how_to_obtain(arch)}.')
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError(f'Reading {path} needs torch: pip install -e ".[torch]".'
+                    ) from None
+  try:
+    state = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f'{path} is not a torch state dict ({e}); '
+                    f'{how_to_obtain(arch)}.') from None
+  for key in ('state_dict', 'model'):
+    if isinstance(state, dict) and isinstance(state.get(key), dict):
+      state = state[key]
+  if not isinstance(state, dict):
+    raise UserError(f'{path} holds a {type(state).__name__}, not a state '
+                    f'dict; {how_to_obtain(arch)}.')
+  return {k.removeprefix('module.'): v.detach().cpu().numpy()
+          for k, v in state.items() if hasattr(v, 'detach')}
+
+
+def _module_path(key: str) -> tuple[list[str], str]:
+  """'layer1.0.downsample.1.weight' -> (['layer1_0', 'downsample_1'],
+  'weight')."""
+  *parts, leaf = key.split('.')
+  names = []
+  for part in parts:
+    if part.isdigit() and names:
+      names[-1] += f'_{part}'
+    else:
+      names.append(part)
+  return names, leaf
+
+
+def from_torchvision(arch: str, state_dict: dict[str, np.ndarray]) -> dict:
+  """{'params', 'batch_stats'} of the `arch` port from a torchvision state
+  dict; fails naming the mismatches if it is not that architecture's."""
+  _check_arch(arch)
+  flat = {}
+  for key, value in state_dict.items():
+    names, leaf = _module_path(key)
+    value = np.asarray(value, np.float32)
+    if leaf == 'num_batches_tracked':
+      continue
+    if leaf == 'weight' and value.ndim == 4:  # Conv: OIHW -> HWIO.
+      flat[('params', *names, 'kernel')] = value.transpose(2, 3, 1, 0)
+    elif leaf == 'weight' and value.ndim == 2:  # Linear: transposed.
+      if arch == 'vgg16' and names == ['classifier_0']:
+        # torch flattens [C=512, 7, 7], the port [7, 7, C].
+        value = value.reshape(value.shape[0], -1, 7, 7).transpose(0, 2, 3, 1)
+        value = value.reshape(value.shape[0], -1)
+      flat[('params', *names, 'kernel')] = value.T
+    elif leaf == 'weight' and value.ndim == 1:  # BatchNorm.
+      flat[('params', *names, 'scale')] = value
+    elif leaf == 'bias':
+      flat[('params', *names, 'bias')] = value
+    elif leaf == 'running_mean':
+      flat[('batch_stats', *names, 'mean')] = value
+    elif leaf == 'running_var':
+      flat[('batch_stats', *names, 'var')] = value
+    else:
+      flat[('params', *names, leaf)] = value  # Reported as unexpected below.
+
+  final = ARCHS[arch]
+  num_classes = flat.get(('params', final, 'bias'), np.zeros(1000)).shape[0]
+  model = models.create(arch, num_classes)
+  expected = traverse_util.flatten_dict(jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x),
+      jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)))
+  missing = sorted('/'.join(k) for k in expected.keys() - flat.keys())
+  unexpected = sorted('/'.join(k) for k in flat.keys() - expected.keys())
+  wrong = sorted(f'{"/".join(k)} {flat[k].shape} (expected '
+                 f'{expected[k].shape})'
+                 for k in expected.keys() & flat.keys()
+                 if flat[k].shape != expected[k].shape)
+  if missing or unexpected or wrong:
+    problems = '; '.join(f'{what}: {", ".join(keys[:3])}'
+                         + (f' and {len(keys) - 3} more' if len(keys) > 3
+                            else '')
+                         for what, keys in (('missing', missing),
+                                            ('unexpected', unexpected),
+                                            ('wrong shapes', wrong)) if keys)
+    raise UserError(f'The state dict is not a torchvision {arch} one '
+                    f'({problems}); {how_to_obtain(arch)}.')
+  return traverse_util.unflatten_dict(flat)
+
+
+def save(out: str, variables: dict, meta: dict) -> None:
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, VARIABLES), 'wb') as f:
+    f.write(serialization.msgpack_serialize(variables))
+  with open(os.path.join(out, META), 'w') as f:
+    json.dump(meta, f, indent=2)
+
+
+def read_meta(path: str, arch: str) -> dict:
+  """converted.json of a converted-weights directory, checked against the
+  model `arch` it is to initialise."""
+  meta_path = os.path.join(path, META)
+  if not (os.path.isfile(meta_path)
+          and os.path.isfile(os.path.join(path, VARIABLES))):
+    raise UserError(f'config.model.init_from={path!r} holds no converted '
+                    f'weights ({META} and {VARIABLES}); to make them, '
+                    f'{how_to_obtain(arch)}.')
+  with open(meta_path) as f:
+    meta = json.load(f)
+  if meta.get('arch') != arch:
+    raise UserError(f'config.model.init_from={path!r} holds {meta.get("arch")}'
+                    f' weights, but config.model.name is {arch!r}.')
+  return meta
+
+
+def load(path: str, arch: str) -> dict:
+  """The converted {'params', 'batch_stats'} in `path` (numpy arrays)."""
+  read_meta(path, arch)
+  with open(os.path.join(path, VARIABLES), 'rb') as f:
+    return serialization.msgpack_restore(f.read())
+
+
+def init_from(path: str, arch: str, params, batch_stats) -> tuple:
+  """(params, batch_stats) with every leaf that `path`'s converted weights
+  have under the same name and shape replaced by the converted one; the
+  others (the classifier for the FER classes, custom heads) are kept."""
+  pretrained = traverse_util.flatten_dict(load(path, arch))
+  loaded = 0
+
+  def merge(collection, tree):
+    nonlocal loaded
+    flat = traverse_util.flatten_dict(tree)
+    for key, value in flat.items():
+      new = pretrained.get((collection, *key))
+      if new is not None and new.shape == value.shape:
+        flat[key] = jnp.asarray(new, value.dtype)
+        loaded += 1
+    return traverse_util.unflatten_dict(flat) if flat else tree
+
+  params, batch_stats = merge('params', params), merge('batch_stats',
+                                                       batch_stats)
+  if not loaded:
+    raise UserError(f'config.model.init_from={path!r}: no parameter of the '
+                    f'{arch} model matches the converted ones.')
+  logging.info('Loaded %d of %d arrays from %s; the others keep their '
+               'initialisation.', loaded,
+               len(jax.tree.leaves((params, batch_stats))), path)
+  return params, batch_stats
