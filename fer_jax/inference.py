@@ -97,6 +97,13 @@ def batched_logits(logits_fn, variables, images: np.ndarray,
   return logits[:len(images)]
 
 
+def forward_mflops(logits_fn, variables, image: np.ndarray) -> float:
+  """XLA's cost analysis of the jitted forward pass on `image` ([1, H, W]);
+  a multiply-add counts as two FLOPs."""
+  cost = logits_fn.lower(variables, image).compile().cost_analysis()
+  return cost['flops'] / 1e6
+
+
 def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
   """Mean cross-entropy on the host (validation loss, unweighted)."""
   shifted = logits - logits.max(axis=1, keepdims=True)

@@ -1,6 +1,7 @@
 """End to end on a tiny synthetic FER2013: train, checkpoints, resume, report."""
 
 import json
+import re
 import os
 
 import jax
@@ -34,8 +35,12 @@ def tiny_config(data_path, **train):
   return config
 
 
-def test_train_writes_the_run_directory_and_report(csv_path, tmp_path):
+def test_train_writes_the_run_directory_and_report(csv_path, tmp_path,
+                                                   capsys):
   run, data = loop.train(tiny_config(csv_path), str(tmp_path))
+  # Parameters and XLA's FLOPs of one forward pass, printed at the start.
+  assert re.search(r'resnet_small: [\d,]+ parameters, [\d,.]+ MFLOPs per '
+                   'image', capsys.readouterr().out)
   result = report.write_report(run, data)
 
   records = run.read_metrics()

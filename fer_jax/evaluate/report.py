@@ -31,13 +31,6 @@ class Evaluation:
   logits: dict[str, np.ndarray]  # Single-crop logits of each of SPLITS.
 
 
-def forward_mflops(logits_fn, variables, image: np.ndarray) -> float:
-  """XLA's cost analysis of the jitted forward pass on `image` ([1, H, W]);
-  a multiply-add counts as two FLOPs."""
-  cost = logits_fn.lower(variables, image).compile().cost_analysis()
-  return cost['flops'] / 1e6
-
-
 def _scores(logits: np.ndarray, labels: np.ndarray,
             class_names: tuple[str, ...]) -> dict:
   # As inference.evaluate, from logits the figures reuse.
@@ -76,7 +69,7 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   report = {
       'model': config.model.name,
       'num_params': models.count_params(trained.variables['params']),
-      'mflops': forward_mflops(logits_fn, trained.variables,
+      'mflops': inference.forward_mflops(logits_fn, trained.variables,
                                data.splits['test'].images[:1]),
       'seconds_per_epoch': statistics.median(
           r['train_seconds'] for r in records),

@@ -213,9 +213,11 @@ def train(config: ml_collections.ConfigDict,
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
                '%d device(s).', config.model.name, f'{num_params:,}',
                steps_per_epoch, global_batch, num_devices)
-  print(f'{config.model.name}: {num_params:,} parameters', flush=True)
-
   logits_fn = inference.make_logits_fn(model, spec)
+  mflops = inference.forward_mflops(logits_fn, state.model_variables,
+                                    train_split.images[:1])
+  print(f'{config.model.name}: {num_params:,} parameters, {mflops:,.1f} '
+        'MFLOPs per image', flush=True)
   batches = iter(pipeline.train_dataset(
       train_split, batch_size=global_batch // jax.process_count(),
       seed=config.seed,
