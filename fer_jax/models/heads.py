@@ -61,3 +61,14 @@ class Head(nn.Module):
       raise ValueError(f'{self.kind!r} is built by the architecture itself.')
     logits = nn.Dense(self.num_classes, dtype=self.dtype, name='classifier')(x)
     return x, logits.astype(jnp.float32)
+
+
+def apply_study_head(model: nn.Module, x: jnp.ndarray,
+                     train: bool) -> jnp.ndarray:
+  """The logits of `model.head` (one of HEADS) on the feature map `x`, its
+  input to the classifier sown as `intermediates/pre_logits`; called inside
+  the model's compact `__call__`, so the head is its submodule `head`."""
+  pre_logits, logits = Head(model.head, model.num_classes, model.dropout,
+                            dtype=model.dtype, name='head')(x, train)
+  model.sow('intermediates', 'pre_logits', pre_logits)
+  return logits

@@ -90,11 +90,7 @@ class MobileNetV2(nn.Module):
     x = conv_bn(x, 1280, 1, 1, 1, f'features_{index}_0',
                 f'features_{index}_1')
     if self.head != heads.IMAGENET:
-      pre_logits, logits = heads.Head(self.head, self.num_classes,
-                                      self.dropout, dtype=self.dtype,
-                                      name='head')(x, train)
-      self.sow('intermediates', 'pre_logits', pre_logits)
-      return logits
+      return heads.apply_study_head(self, x, train)
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     self.sow('intermediates', 'pre_logits', x)

@@ -90,11 +90,7 @@ class ResNet(nn.Module):
                   self.BOTTLENECK, dtype=self.dtype,
                   name=f'layer{stage + 1}_{i}')(x, train)
     if self.head != heads.IMAGENET:
-      pre_logits, logits = heads.Head(self.head, self.num_classes,
-                                      self.dropout, dtype=self.dtype,
-                                      name='head')(x, train)
-      self.sow('intermediates', 'pre_logits', pre_logits)
-      return logits
+      return heads.apply_study_head(self, x, train)
     x = jnp.mean(x, axis=(1, 2))
     self.sow('intermediates', 'pre_logits', x)
     return nn.Dense(self.num_classes, dtype=self.dtype,

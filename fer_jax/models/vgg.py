@@ -65,11 +65,7 @@ class VGG16(nn.Module):
         x = nn.relu(conv(layer, name=f'features_{index}')(x))
         index += 2
     if self.head != heads.IMAGENET:
-      pre_logits, logits = heads.Head(self.head, self.num_classes,
-                                      self.dropout, dtype=self.dtype,
-                                      name='head')(x, train)
-      self.sow('intermediates', 'pre_logits', pre_logits)
-      return logits
+      return heads.apply_study_head(self, x, train)
     x = adaptive_avg_pool(x, 7)
     x = x.reshape(x.shape[0], -1)  # NHWC order; the converter permutes.
     dense = functools.partial(nn.Dense, dtype=self.dtype)
