@@ -1,33 +1,28 @@
 """VGG16 (torchvision layout) fine-tuned from converted ImageNet weights.
 
-Convert the weights once (see README, "Model zoo and converted weights"):
-  python -m fer_jax.convert --arch=vgg16 --src=vgg16.pth --out=weights/vgg16
-then train, select on PublicTest, report PrivateTest:
+Commands and input: fer_jax.config.imagenet_port_config (224 is ~30 GFLOPs
+per image). Or from Keras's weights (`keras.applications.VGG16(
+weights='imagenet')` downloads
+~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5; the `_notop`
+file gives the conv layers only), which expect Keras's 'caffe' input (0-255
+minus the BGR ImageNet means; converted.json records it and a run with
+another normalisation stops before training):
+  python -m fer_jax.convert --arch=vgg16 \
+      --src=vgg16_weights_tf_dim_ordering_tf_kernels.h5 --out=weights/vgg16
   python -m fer_jax.main --config=configs/vgg16.py --workdir=runs/vgg16 \
       --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz \
-      --config.model.init_from=weights/vgg16
+      --config.model.init_from=weights/vgg16 \
+      --config.data.normalization=caffe
 
-Input: the grey 48x48 faces resized to 224x224, repeated to 3 channels and
-ImageNet-normalised, as the weights expect. 224 is ~15 GFLOPs per image: for
-a quick CPU check use `--config.data.image_size=96
---config.data.max_per_class=50 --config.train.epochs=1`. Without init_from it
-trains from scratch. Head: the reference study's flatten -> dense(256) ->
-dropout(0.5) with L2 (weight_decay); 'imagenet' keeps VGG's own
-4096-4096 classifier (see fer_jax/models/heads.py for the others).
+Head: the reference study's flatten -> dense(256) -> dropout(0.5) with L2
+(weight_decay).
 """
 
-from fer_jax.config import default_config
+from fer_jax.config import imagenet_port_config
 
 
 def get_config():
-  config = default_config()
-  config.data.image_size = 224
-  config.data.channels = 3
-  config.data.normalization = 'imagenet'
-  config.model.name = 'vgg16'
-  # 'imagenet', 'gap_bn_dropout_dense256', 'flatten_dense256_l2', 'dense128'.
-  config.model.head = 'flatten_dense256_l2'
-  config.model.dropout = 0.5
-  config.train.learning_rate = 1e-4  # Fine-tuning pretrained weights.
+  config = imagenet_port_config('vgg16', head='flatten_dense256_l2',
+                                dropout=0.5)
   config.train.weight_decay = 1e-4  # The study's L2, added to the gradient.
   return config

@@ -26,15 +26,19 @@ synthetic uint8 faces. The last line, for scripts:
   resnet_small train_step img/s: jax=<x> torch=<y> ratio=<x/y>
 """
 
+import collections
 import dataclasses
 import functools
+import glob
 import importlib.util
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -60,6 +64,9 @@ flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'config.train.compute_dtype for JAX.')
 flags.DEFINE_integer('workers', 0, 'Grain worker processes and DataLoader '
                      'workers; 0: in the main process.')
+flags.DEFINE_integer('profile_ops', 0, 'With N > 0, also trace N JAX steps '
+                     'with jax.profiler and print where the step time goes, '
+                     'by kind of XLA op (see experiments/BENCHMARKS.md).')
 flags.DEFINE_string('child', None, 'Internal: run one measurement '
                     '(jax:<model> or torch) and print it as JSON.')
 FLAGS = flags.FLAGS
@@ -165,6 +172,14 @@ def _bench_jax(model_name: str) -> Result:
     state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
   step_rate = _images_per_s(time.perf_counter() - start)
+  if FLAGS.profile_ops:
+    def run_steps():
+      nonlocal state
+      for _ in range(FLAGS.profile_ops):
+        state, _ = train_step(state, batch, rng)
+      jax.block_until_ready(state)
+    _print_op_profile(train_step.lower(state, batch, rng).compile().as_text(),
+                      run_steps, FLAGS.profile_ops)
 
   # The loop: Grain pipeline, prefetch to the device, step.
   host_augment = (config.data.augment
@@ -193,6 +208,59 @@ def _bench_jax(model_name: str) -> Result:
                 f'augment on {device_augment.where(config.data.augment)}',
                 data, models.count_params(state.params), step_rate, loop_rate,
                 compile_s, _peak_host_mb())
+
+
+def _op_kind(hlo: str, name: str) -> str:
+  """What the XLA:CPU thunk `name` computes, from the compiled HLO text."""
+  match = re.search(r'%' + re.escape(name) + r' = .*?calls=%([\w.-]+)', hlo)
+  if not match:
+    return 'other'
+  body = hlo[hlo.index('%' + match.group(1) + ' '):]
+  body = body[:body.index('\n}')]
+  window = re.search(r'convolution\(.*?window=\{size=(\d+)x', body)
+  if window:
+    # XLA computes a kernel gradient as a convolution whose window is the
+    # whole activation (batch as the feature axis), e.g. size=48x48.
+    return ('conv kernel gradient' if int(window.group(1)) > 7
+            else 'conv forward / input gradient')
+  for op, kind in (('scatter(', 'max-pool gradient (scatter)'),
+                   ('reduce-window(', 'max-pool (reduce-window)'),
+                   ('iota(', 'max-pool gradient (iota indices)'),
+                   ('transpose(', 'transpose (kernel-gradient layout)'),
+                   (' dot(', 'dense (dot)')):
+    if op in body:
+      return kind
+  return 'elementwise / reductions (BN, ReLU, Adam, ...)'
+
+
+def _print_op_profile(hlo: str, run_steps, steps: int) -> None:
+  """Traces `run_steps()` with jax.profiler; prints the time of the XLA ops
+  (thunks, summed over the threads that run them) per step, by kind."""
+  import jax  # pylint: disable=import-outside-toplevel
+  with tempfile.TemporaryDirectory() as trace_dir:
+    jax.profiler.start_trace(trace_dir)
+    run_steps()
+    jax.profiler.stop_trace()
+    [path] = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'),
+                       recursive=True)
+    profile = jax.profiler.ProfileData.from_file(path)
+  by_op = collections.Counter()
+  for plane in profile.planes:
+    for line in plane.lines:
+      for event in line.events:
+        if not any(word in event.name for word in ('Execute', 'Await', '$')):
+          by_op[event.name] += event.duration_ns / 1e6 / steps
+  by_kind = collections.Counter()
+  for name, ms in by_op.items():
+    by_kind[_op_kind(hlo, name)] += ms
+  total = sum(by_kind.values())
+  show = functools.partial(print, file=sys.stderr)  # The parent reads stdout.
+  show(f'Op time per step, summed over threads: {total:,.0f} ms')
+  for kind, ms in by_kind.most_common():
+    show(f'  {ms:8,.0f} ms {100 * ms / total:5.1f}%  {kind}')
+  show('  Largest ops:')
+  for name, ms in by_op.most_common(8):
+    show(f'  {ms:8,.0f} ms  {name}: {_op_kind(hlo, name)}')
 
 
 # ----------------------------------------------------------------- PyTorch.
@@ -339,7 +407,7 @@ def _child_flags() -> list[str]:
           f'--batch_size={FLAGS.batch_size}', f'--warmup={FLAGS.warmup}',
           f'--data={FLAGS.data}', f'--augment_where={FLAGS.augment_where}',
           f'--compute_dtype={FLAGS.compute_dtype}',
-          f'--workers={FLAGS.workers}']
+          f'--workers={FLAGS.workers}', f'--profile_ops={FLAGS.profile_ops}']
 
 
 def _run_child(which: str) -> Result:

@@ -95,4 +95,44 @@ def default_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 0
   train.log_every_steps = 20  # Progress-bar refresh (one host sync each).
   train.eval_batch_size = 512
+
+  # Multi-host data parallel (jax.distributed): run the same command once per
+  # process, each with its own process_id. num_processes 1: one process,
+  # nothing started. 0: all three settings from the cluster (Slurm, Open MPI,
+  # Cloud TPU). N > 1: coordinator_address ('host:port' of process 0) and
+  # process_id (0 .. N-1); '' and -1 take them from the cluster. Batches
+  # and the learning rate are global either way (README, "Several hosts").
+  config.distributed = distributed = ml_collections.ConfigDict()
+  distributed.coordinator_address = ''
+  distributed.num_processes = 1
+  distributed.process_id = -1
+  return config
+
+
+def imagenet_port_config(name: str, head: str,
+                         dropout: float) -> ml_collections.ConfigDict:
+  """default_config for fine-tuning the ImageNet port `name` (configs/).
+
+  Convert its weights once (README, "Model zoo and converted weights"), then
+  train, select on PublicTest, report PrivateTest:
+    python -m fer_jax.convert --arch=<name> --src=<name>.pth \\
+        --out=weights/<name>
+    python -m fer_jax.main --config=configs/<name>.py --workdir=runs/<name> \\
+        --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz \\
+        --config.model.init_from=weights/<name>
+  Without init_from it trains from scratch. Input: the grey 48x48 faces
+  resized to 224x224, repeated to 3 channels and ImageNet-normalised, as the
+  weights expect; for a quick CPU check add `--config.data.image_size=96
+  --config.data.max_per_class=50 --config.train.epochs=1`. `head` is one of
+  fer_jax/models/heads.py's: 'imagenet' (the architecture's own),
+  'gap_bn_dropout_dense256', 'flatten_dense256_l2' or 'dense128'.
+  """
+  config = default_config()
+  config.data.image_size = 224
+  config.data.channels = 3
+  config.data.normalization = 'imagenet'
+  config.model.name = name
+  config.model.head = head
+  config.model.dropout = dropout
+  config.train.learning_rate = 1e-4  # Fine-tuning pretrained weights.
   return config

@@ -4,13 +4,15 @@
       --workdir=runs/resnet_small \
       --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz
 
-Re-running the same command on an existing workdir resumes it.
+Re-running the same command on an existing workdir resumes it. On several
+hosts, run it once per process with --config.distributed.* (README).
 """
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from fer_jax import cli
+from fer_jax import cli, inference
 from fer_jax.evaluate import report
 from fer_jax.train import loop
 
@@ -27,6 +29,10 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   with cli.exits_on_user_errors():
     run, data = loop.train(flags.FLAGS.config, flags.FLAGS.workdir)
+    if jax.process_index() != 0:
+      # Process 0 writes the report; orbax restores with every process.
+      inference.load_trained(run, 'best')
+      return
     result = report.write_report(run, data)
   print(f'val accuracy {result["val"]["accuracy"]:.4f} macro-F1 '
         f'{result["val"]["macro_f1"]:.4f} | test accuracy '

@@ -37,6 +37,25 @@ def as_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(json.dumps(config.to_dict()))
 
 
+def _without_empty_dicts(tree: Any) -> Any:
+  """`tree` without its empty dicts: orbax writes nothing for one (the
+  batch_stats of a model without BatchNorm, such as vgg16) and then rejects
+  a restore template that has it."""
+  if not isinstance(tree, dict):
+    return tree
+  pruned = {key: _without_empty_dicts(value) for key, value in tree.items()}
+  return {key: value for key, value in pruned.items()
+          if not (isinstance(value, dict) and not value)}
+
+
+def _with_empty_dicts(template: Any, restored: Any) -> Any:
+  """`restored` with the empty dicts of `template` put back."""
+  if not isinstance(template, dict):
+    return restored
+  return {key: _with_empty_dicts(value, restored[key]) if key in restored
+          else value for key, value in template.items()}
+
+
 class RunDir:
   """Files of one run; creates the directory, checks that it is writable."""
 
@@ -120,7 +139,7 @@ class RunDir:
     `data_state` is the Grain iterator's `get_state()` after the last batch
     that went into `model`.
     """
-    items = {'model': ocp.args.StandardSave(model),
+    items = {'model': ocp.args.StandardSave(_without_empty_dicts(model)),
              'loop': ocp.args.JsonSave(loop)}
     if optimizer is not None:
       items['optimizer'] = ocp.args.StandardSave(optimizer)
@@ -138,7 +157,7 @@ class RunDir:
     checkpoint (a kill while writing, a full disk) falls back to the one
     before it, with a warning.
     """
-    items = {'model': ocp.args.StandardRestore(model),
+    items = {'model': ocp.args.StandardRestore(_without_empty_dicts(model)),
              'loop': ocp.args.JsonRestore()}
     if optimizer is not None:
       items['optimizer'] = ocp.args.StandardRestore(optimizer)
@@ -152,7 +171,9 @@ class RunDir:
     for step in steps:
       try:
         restored = manager.restore(step, args=ocp.args.Composite(**items))
-        return {**restored, 'step': step}
+        return {**restored, 'model': _with_empty_dicts(model,
+                                                       restored['model']),
+                'step': step}
       except Exception as e:  # pylint: disable=broad-except
         # Orbax raises many types for damaged files; any of them means: try
         # the previous checkpoint.

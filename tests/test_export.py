@@ -9,6 +9,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip('jax2onnx')
 pytest.importorskip('onnxruntime')
@@ -29,31 +30,44 @@ from fer_jax.predict import cli, onnx_predictor, predictor, video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = ('angry', 'happy', 'neutral', 'sad', 'surprise')
+IMAGENET = InputSpec(48, 3, (0.485 * 255, 0.456 * 255, 0.406 * 255),
+                     (0.229 * 255, 0.224 * 255, 0.225 * 255))
 SPECS = {
     'resnet_small': InputSpec(48, 1, (127.5,), (127.5,)),
     # Three channels, per-channel statistics: exercised inside the graph.
     'mobilenetv2_small': InputSpec(48, 3, (120.0, 115.0, 100.0),
                                    (60.0, 58.0, 62.0)),
+    # The ImageNet ports' max-pool calls (written for jax2onnx), at 48x48.
+    'resnet18': IMAGENET,
+    'vgg16': IMAGENET,
+}
+# config.model settings besides the name.
+SETTINGS = {
+    'resnet_small': {'stem_features': 8, 'block_features': (8, 16)},
+    'vgg16': {'head': 'gap_bn_dropout_dense256'},
 }
 
 
 # Weight noise that leaves the random models' probabilities far from both
 # uniform and one-hot, so that matching them within 1e-5 means something.
-NOISE = {'resnet_small': 0.02, 'mobilenetv2_small': 0.05}
+NOISE = {'resnet_small': 0.02, 'mobilenetv2_small': 0.07, 'resnet18': 0.01,
+         'vgg16': 0.015}
 
 
 def _perturbed(variables, scale: float):
   """`variables` plus Gaussian noise; batch variances scaled by a random
   factor around 1 (they stay positive)."""
   leaves, tree = jax.tree_util.tree_flatten_with_path(variables)
-  keys = jax.random.split(jax.random.key(2), len(leaves))
+  # NumPy's generator: JAX's would compile its ops for every leaf shape.
+  rng = np.random.default_rng(2)
   noisy = []
-  for (path, leaf), key in zip(leaves, keys):
-    noise = jax.random.normal(key, leaf.shape)
+  for path, leaf in leaves:
+    leaf = np.asarray(leaf)
+    noise = rng.standard_normal(leaf.shape, np.float32)
     if getattr(path[-1], 'key', None) == 'var':
-      noisy.append(leaf * jnp.exp(0.3 * noise))
+      noisy.append(jnp.asarray(leaf * np.exp(0.3 * noise)))
     else:
-      noisy.append(leaf + scale * noise)
+      noisy.append(jnp.asarray(leaf + scale * noise))
   return jax.tree.unflatten(tree, noisy)
 
 
@@ -62,9 +76,7 @@ def _random_run(path: str, name: str) -> str:
   too), as a trained run holds it."""
   config = config_lib.default_config()
   config.model.name = name
-  if name == 'resnet_small':
-    config.model.stem_features = 8
-    config.model.block_features = (8, 16)
+  config.model.update(SETTINGS.get(name, {}))
   spec = SPECS[name]
   run = rundir.RunDir(path)
   run.save_config(config)
@@ -107,10 +119,15 @@ def _faces(count, seed=0):
                                               np.uint8)
 
 
+@functools.cache
+def _trained(workdir: str) -> inference.TrainedModel:
+  return inference.load_trained(rundir.RunDir(workdir, create=False))
+
+
 @pytest.mark.parametrize('count', [1, 7])
 def test_onnx_probabilities_match_jax(exported, count):
   workdir, path = exported
-  trained = inference.load_trained(rundir.RunDir(workdir, create=False))
+  trained = _trained(workdir)
   faces = _faces(count, seed=count)
   logits = np.asarray(inference.make_logits_fn(
       trained.model, trained.input_spec)(trained.variables, faces))
@@ -157,9 +174,9 @@ def test_export_command_line_errors_in_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _without_jax(folder) -> dict:
-  """An environment where importing jax or flax raises ImportError."""
-  for name in ('jax', 'flax'):
+def _without_jax(folder, names=('jax', 'flax')) -> dict:
+  """An environment where importing `names` (jax, flax) raises ImportError."""
+  for name in names:
     (folder / name).mkdir(parents=True)
     (folder / name / '__init__.py').write_text(
         f'raise ImportError("{name} is not installed here")\n')
@@ -186,6 +203,47 @@ def test_onnx_backend_predicts_where_jax_cannot_be_imported(resnet,
   line, = [json.loads(line) for line in result.stdout.splitlines()]
   assert line['error'] is None and line['faces'][0]['box'] == [0, 0, 48, 48]
   assert sorted(line['faces'][0]['probs']) == sorted(CLASSES)
+
+
+def test_onnx_backend_classifies_crops_without_opencv(resnet, tmp_path):
+  _, path = resnet
+  env = _without_jax(tmp_path / 'site', ('jax', 'flax', 'cv2'))
+  grey = fakedata.class_images(np.array([1, 3]))
+  crops = [str(tmp_path / 'grey.png'), str(tmp_path / 'colour.png')]
+  Image.fromarray(grey[0]).save(crops[0])
+  # RGB at twice the size (2x2 blocks): Pillow's resize is OpenCV's here.
+  colour = np.stack([grey[1], 255 - grey[1], grey[1] // 2], axis=-1)
+  Image.fromarray(colour.repeat(2, axis=0).repeat(2, axis=1)).save(crops[1])
+  result = subprocess.run(
+      [sys.executable, '-m', 'fer_jax.predict', f'--model={path}',
+       '--no-detect', *crops], capture_output=True, text=True, cwd=ROOT,
+      env=env, timeout=120)
+  assert result.returncode == 0, result.stderr
+  lines = [json.loads(line) for line in result.stdout.splitlines()]
+  # The same probabilities as with OpenCV (its grey and resize).
+  model = onnx_predictor.OnnxPredictor(path, detect_faces=False)
+  for crop, line in zip(crops, lines, strict=True):
+    face, = line['faces']
+    expected, = model.predict(crop)
+    assert face['box'] == list(expected.box)
+    np.testing.assert_allclose([face['probs'][c] for c in CLASSES],
+                               [expected.probs[c] for c in CLASSES],
+                               atol=2e-6)
+  # Detection, --out and videos say what is missing, in one line.
+  clip = tmp_path / 'clip.mp4'
+  clip.write_bytes(b'')
+  for args, message in (([crops[0]], 'Face detection needs OpenCV'),
+                        (['--no-detect', f'--out={tmp_path / "out"}',
+                          crops[0]], '--out (annotated copies) needs OpenCV'),
+                        (['--no-detect', str(clip)],
+                         'Reading videos needs OpenCV')):
+    result = subprocess.run(
+        [sys.executable, '-m', 'fer_jax.predict', f'--model={path}', *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and 'opencv-python-headless' in (
+        result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_onnx_and_jax_backends_print_the_same(resnet, tmp_path, capsys):

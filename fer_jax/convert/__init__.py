@@ -16,6 +16,18 @@ transposed, BatchNorm weight / bias / running_mean / running_var become
 scale / bias (params) and mean / var (batch_stats). VGG's first classifier
 layer also has its inputs permuted from torch's NCHW flatten to the port's
 NHWC one. torch is needed only to read the .pth (the `torch` extra).
+
+A `--src` ending in .h5 is Keras applications' VGG16 weights instead
+(fer_jax/convert/keras_h5.py, the `keras` extra). converted.json records the
+input normalisation the weights expect ('imagenet' for torchvision's,
+'caffe' for Keras's); a run whose config.data.normalization differs stops
+before training.
+
+`swin_tiny` takes timm's swin_tiny_patch4_window7_224 weights
+(fer_jax/convert/timm_swin.py): a .pth as above or a .safetensors (the
+`safetensors` package's numpy reader, no torch); the keys map the same way,
+the attention's relative_position_bias_table as it is, and the buffers timm
+computes (relative_position_index, attn_mask) are skipped.
 """
 
 import json
@@ -28,19 +40,30 @@ import numpy as np
 from flax import serialization, traverse_util
 
 from fer_jax import models
+from fer_jax.convert import keras_h5
+from fer_jax.convert import timm_swin
 from fer_jax.errors import UserError
 
 VARIABLES = 'variables.msgpack'
 META = 'converted.json'
 
-# arch -> its final classifier layer (re-initialised for the FER classes).
+# arch -> its final classifier layer (re-initialised for the FER classes;
+# '/' between nested module names).
 ARCHS = {'mobilenet_v2': 'classifier_1', 'resnet18': 'fc', 'resnet50': 'fc',
-         'vgg16': 'classifier_6'}
+         'shufflenet_v2': 'fc', 'vgg16': 'classifier_6',
+         'swin_tiny': 'head/fc'}
+# arch -> torchvision.models' builder, where the names differ.
+TORCHVISION_BUILDERS = {'shufflenet_v2': 'shufflenet_v2_x1_0'}
+# What torchvision's ImageNet weights expect (config.data.normalization).
+TORCHVISION_NORMALIZATION = 'imagenet'
 
 
 def how_to_obtain(arch: str) -> str:
   """One sentence: how to get and convert the weights of `arch`."""
-  source = f"torchvision.models.{arch}(weights='IMAGENET1K_V1')"
+  if arch in timm_swin.ARCHS:
+    return timm_swin.how_to_obtain(arch)
+  builder = TORCHVISION_BUILDERS.get(arch, arch)
+  source = f"torchvision.models.{builder}(weights='IMAGENET1K_V1')"
   return (f'on a machine with internet, save them with `import torch, '
           f'torchvision; torch.save({source}.state_dict(), "{arch}.pth")`, '
           f'then run `python -m fer_jax.convert --arch={arch} '
@@ -93,8 +116,11 @@ def _module_path(key: str) -> tuple[list[str], str]:
 
 def from_torchvision(arch: str, state_dict: dict[str, np.ndarray]) -> dict:
   """{'params', 'batch_stats'} of the `arch` port from a torchvision state
-  dict; fails naming the mismatches if it is not that architecture's."""
+  dict (timm's for swin_tiny); fails naming the mismatches if it is not
+  that architecture's."""
   _check_arch(arch)
+  if arch in timm_swin.ARCHS:
+    state_dict = timm_swin.normalise(state_dict)
   flat = {}
   for key, value in state_dict.items():
     names, leaf = _module_path(key)
@@ -121,7 +147,8 @@ def from_torchvision(arch: str, state_dict: dict[str, np.ndarray]) -> dict:
       flat[('params', *names, leaf)] = value  # Reported as unexpected below.
 
   final = ARCHS[arch]
-  num_classes = flat.get(('params', final, 'bias'), np.zeros(1000)).shape[0]
+  num_classes = flat.get(('params', *final.split('/'), 'bias'),
+                         np.zeros(1000)).shape[0]
   model = models.create(arch, num_classes)
   expected = traverse_util.flatten_dict(jax.eval_shape(
       lambda x: model.init(jax.random.key(0), x),
@@ -139,9 +166,30 @@ def from_torchvision(arch: str, state_dict: dict[str, np.ndarray]) -> dict:
                          for what, keys in (('missing', missing),
                                             ('unexpected', unexpected),
                                             ('wrong shapes', wrong)) if keys)
-    raise UserError(f'The state dict is not a torchvision {arch} one '
+    library = timm_swin.FORMAT if arch in timm_swin.ARCHS else 'torchvision'
+    raise UserError(f'The state dict is not a {library} {arch} one '
                     f'({problems}); {how_to_obtain(arch)}.')
   return traverse_util.unflatten_dict(flat)
+
+
+def read(src: str, arch: str) -> tuple[dict, dict]:
+  """(variables, meta) converted for the `arch` port from `src`: a Keras
+  .h5 (keras_h5), a .safetensors or a torchvision (timm for swin_tiny) .pth;
+  meta has the source's `format` and the `normalization` its weights
+  expect, for converted.json."""
+  if src.lower().endswith('.h5'):
+    return keras_h5.read(src, arch), {'format': keras_h5.FORMAT,
+                                      'normalization': keras_h5.NORMALIZATION}
+  if src.lower().endswith('.safetensors'):
+    state_dict = timm_swin.read_safetensors(src, how_to_obtain(arch))
+  else:
+    state_dict = read_torch_state_dict(src, arch)
+  variables = from_torchvision(arch, state_dict)
+  if arch in timm_swin.ARCHS:
+    return variables, {'format': timm_swin.FORMAT,
+                       'normalization': timm_swin.NORMALIZATION}
+  return variables, {'format': 'torchvision',
+                     'normalization': TORCHVISION_NORMALIZATION}
 
 
 def save(out: str, variables: dict, meta: dict) -> None:
@@ -152,9 +200,11 @@ def save(out: str, variables: dict, meta: dict) -> None:
     json.dump(meta, f, indent=2)
 
 
-def read_meta(path: str, arch: str) -> dict:
+def read_meta(path: str, arch: str, normalization: str | None = None) -> dict:
   """converted.json of a converted-weights directory, checked against the
-  model `arch` it is to initialise."""
+  model `arch` it is to initialise and, if given, the run's
+  config.data.normalization (when the file records what its weights
+  expect)."""
   meta_path = os.path.join(path, META)
   if not (os.path.isfile(meta_path)
           and os.path.isfile(os.path.join(path, VARIABLES))):
@@ -166,6 +216,13 @@ def read_meta(path: str, arch: str) -> dict:
   if meta.get('arch') != arch:
     raise UserError(f'config.model.init_from={path!r} holds {meta.get("arch")}'
                     f' weights, but config.model.name is {arch!r}.')
+  expected = meta.get('normalization')
+  if normalization is not None and expected not in (None, normalization):
+    raise UserError(f'config.model.init_from={path!r} holds '
+                    f'{meta.get("format", "converted")} weights that expect '
+                    f'{expected!r} input normalisation, but '
+                    f'config.data.normalization is {normalization!r}; set '
+                    f'--config.data.normalization={expected}.')
   return meta
 
 

@@ -36,15 +36,25 @@ def train_dataset(split: Split, *, batch_size: int, seed: int,
                   num_workers: int = 0, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """Endless batches of this process's share: {'image': uint8 [B, 48, 48],
-  'label': int32 [B]}, with `batch_size` the per-process batch."""
+  'label': int32 [B]}, with `batch_size` the per-process batch.
+
+  The one stream of shuffled, augmented faces is cut into `batch_size`
+  slices and process p reads slices p, p + process_count, ...: step k's
+  global batch, the processes' slices of step k in process order (as
+  `to_device` assembles them), holds the same faces in the same order with
+  the same augmentation whatever the number of processes, and the iterator
+  position (a step count) means the same in every process.
+  """
   dataset = grain.MapDataset.source(ArraySource(split)).seed(seed)
   dataset = dataset.shuffle().repeat()
-  if process_count > 1:
-    dataset = dataset[process_index::process_count]
   transform = augment.from_config(augment_config) if augment_config else None
   if transform is not None:
+    # Seeded by the position in the whole stream, not in a process's share.
     dataset = dataset.random_map(transform)
-  dataset = dataset.batch(batch_size, drop_remainder=True).to_iter_dataset()
+  dataset = dataset.batch(batch_size, drop_remainder=True)
+  if process_count > 1:
+    dataset = dataset[process_index::process_count]
+  dataset = dataset.to_iter_dataset()
   if num_workers:
     # Grain's workers read absl flags, which only absl.app.run parses.
     if not flags.FLAGS.is_parsed():

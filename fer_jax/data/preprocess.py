@@ -13,9 +13,14 @@ import numpy as np
 
 from fer_jax.errors import UserError
 
-NORMALIZATIONS = ('symmetric', 'dataset', 'imagenet')
+NORMALIZATIONS = ('symmetric', 'dataset', 'imagenet', 'caffe')
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Keras's 'caffe' mode (its VGG16 / ResNet50 weights): BGR, 0-255 minus the
+# ImageNet means of B, G, R, no scaling. The grey faces are repeated to 3
+# equal channels, so RGB -> BGR changes nothing; channel 0 takes B's mean.
+_CAFFE_MEAN = (103.939, 116.779, 123.68)
+_CAFFE_STD = (1.0, 1.0, 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +54,12 @@ class InputSpec:
 
 def input_spec(normalization: str, image_size: int, channels: int,
                train_images: np.ndarray) -> InputSpec:
-  """The spec for a normalisation mode; 'dataset' measures `train_images`."""
+  """The spec for a normalisation mode; 'dataset' measures `train_images`.
+
+  'symmetric' maps grey levels to [-1, 1]; 'imagenet' is torchvision's (RGB
+  scaled to [0, 1], minus mean, over std per channel); 'caffe' is Keras's
+  for its VGG16 weights (above).
+  """
   if channels not in (1, 3):
     raise UserError(f'config.data.channels={channels} must be 1 or 3.')
   if normalization == 'symmetric':
@@ -57,11 +67,12 @@ def input_spec(normalization: str, image_size: int, channels: int,
   elif normalization == 'dataset':
     pixels = train_images.astype(np.float64)
     mean, std = (float(pixels.mean()),), (float(pixels.std()),)
-  elif normalization == 'imagenet':
+  elif normalization in ('imagenet', 'caffe'):
     if channels != 3:
-      raise UserError("config.data.normalization='imagenet' needs "
+      raise UserError(f'config.data.normalization={normalization!r} needs '
                       'config.data.channels=3.')
-    mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+    mean, std = ((_IMAGENET_MEAN, _IMAGENET_STD) if normalization == 'imagenet'
+                 else (_CAFFE_MEAN, _CAFFE_STD))
   else:
     raise UserError(f'config.data.normalization={normalization!r} is not one '
                     f'of {NORMALIZATIONS}.')

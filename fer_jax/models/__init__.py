@@ -9,6 +9,8 @@ import jax.numpy as jnp
 from fer_jax.errors import UserError
 from fer_jax.models import mobilenet_v2, mobilenetv2_small, resnet
 from fer_jax.models import resnet_small, vgg
+from fer_jax.models import shufflenet_v2
+from fer_jax.models import swin
 
 MODELS: dict[str, type[nn.Module]] = {
     'mobilenetv2_small': mobilenetv2_small.MobileNetV2Small,
@@ -17,7 +19,10 @@ MODELS: dict[str, type[nn.Module]] = {
     'mobilenet_v2': mobilenet_v2.MobileNetV2,
     'resnet18': resnet.ResNet18,
     'resnet50': resnet.ResNet50,
+    'shufflenet_v2': shufflenet_v2.ShuffleNetV2,
     'vgg16': vgg.VGG16,
+    # A port of timm's swin_tiny_patch4_window7_224.
+    'swin_tiny': swin.SwinTiny,
 }
 
 

@@ -2,15 +2,15 @@
 
 import os
 
-import cv2
 import numpy as np
 
 from fer_jax.errors import UserError
+from fer_jax.predict import opencv
 from fer_jax.predict.predictor import Face
 
 BOX_COLOUR = (0, 220, 0)  # BGR.
 TEXT_COLOUR = (0, 0, 0)
-FONT = cv2.FONT_HERSHEY_SIMPLEX
+FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX
 TOP_CLASSES = 3
 
 
@@ -18,6 +18,7 @@ def draw(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
   """A BGR copy of `rgb` [H, W, 3] with, for each face, its box and its
   `TOP_CLASSES` most likely classes ("happy 87%") on a label above the box,
   or below it where the image has no room above."""
+  cv2 = opencv.require('Drawing annotated copies (--out)')
   image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
   box_thickness = max(2, round(max(image.shape[:2]) / 400))
   for face in faces:
@@ -47,6 +48,7 @@ def draw(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
 def write(path: str, bgr: np.ndarray) -> str:
   """Writes `bgr` to `path`, with '.png' appended unless it names a JPEG or
   PNG file; returns the path written."""
+  cv2 = opencv.require('Writing annotated copies (--out)')
   if os.path.splitext(path)[1].lower() not in ('.jpg', '.jpeg', '.png'):
     path += '.png'
   try:

@@ -20,7 +20,7 @@ import os
 import sys
 
 from fer_jax.errors import UserError
-from fer_jax.predict import annotate, images, predictor, video
+from fer_jax.predict import annotate, images, opencv, predictor, video
 
 NO_FACE = ('no face found; try a smaller --min-face-size, or --no-detect if '
            'the image is a face crop')
@@ -210,10 +210,16 @@ def run(argv: list[str]) -> int:
     raise UserError(f'--every={args.every} must be at least 1.')
   if not 0 <= args.smooth < 1:
     raise UserError(f'--smooth={args.smooth} must be in [0, 1) (0: off).')
+  inputs = _inputs(args.paths)
+  # Without OpenCV, say so before any file is done.
+  if args.out:
+    opencv.require('--out (annotated copies)')
+  if any(name is not None and video.is_video(path) for path, name in inputs):
+    opencv.require('Reading videos')
   model = _model(args)
   output = _Output(args.format, model.class_names)
   processed = 0
-  for path, out_name in _inputs(args.paths):
+  for path, out_name in inputs:
     if out_name is not None and video.is_video(path):
       processed += _video(model, path, out_name, args, output)
       continue

@@ -7,10 +7,12 @@ frontal-face Haar cascade that ships inside opencv-python.
 import os
 from collections.abc import Callable
 
-import cv2
 import numpy as np
+from PIL import Image
 
 from fer_jax.errors import UserError
+from fer_jax.predict import opencv
+from fer_jax.predict.opencv import cv2
 
 # (uint8 grey [H, W], smallest face side in its pixels) -> int [K, 4] boxes
 # (x, y, width, height).
@@ -26,6 +28,7 @@ class HaarDetector:
 
   def __init__(self, cascade: str = 'haarcascade_frontalface_default.xml',
                scale_factor: float = 1.1, min_neighbors: int = 5):
+    opencv.require('Face detection')
     path = os.path.join(cv2.data.haarcascades, cascade)
     self._cascade = cv2.CascadeClassifier(path)
     if self._cascade.empty():
@@ -49,6 +52,7 @@ def find_faces(grey: np.ndarray, detector: Detector, min_face_size: int,
   scale = min(1.0, max_side / max(height, width))
   small = grey
   if scale < 1:
+    opencv.require('Face detection')
     small_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(grey, small_size, interpolation=cv2.INTER_AREA)
   boxes = np.asarray(detector(small, max(1, round(min_face_size * scale))))
@@ -61,14 +65,23 @@ def face_crops(grey: np.ndarray, boxes: np.ndarray, margin: float,
                size: int) -> np.ndarray:
   """uint8 [K, size, size]: for each box, the square around its centre that
   is `margin` of its long side wider on each side, shifted (or shrunk) to lie
-  inside the image, resized."""
+  inside the image, resized (area averaging down, bilinear up; by Pillow
+  where OpenCV is missing: on photos, within a few grey levels)."""
   height, width = grey.shape
   crops = np.empty((len(boxes), size, size), np.uint8)
   for crop, (x, y, w, h) in zip(crops, boxes):
     side = min(round(max(w, h) * (1 + 2 * margin)), height, width)
     left = int(np.clip(round(x + (w - side) / 2), 0, width - side))
     top = int(np.clip(round(y + (h - side) / 2), 0, height - side))
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    crop[:] = cv2.resize(grey[top:top + side, left:left + side],
-                         (size, size), interpolation=interpolation)
+    square = grey[top:top + side, left:left + side]
+    if side == size:
+      crop[:] = square
+    elif cv2 is not None:
+      interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+      crop[:] = cv2.resize(square, (size, size), interpolation=interpolation)
+    else:
+      resample = (Image.Resampling.BOX if side > size else
+                  Image.Resampling.BILINEAR)
+      crop[:] = np.asarray(Image.fromarray(square).resize((size, size),
+                                                           resample))
   return crops

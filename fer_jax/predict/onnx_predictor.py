@@ -1,5 +1,6 @@
 """The predictor on an exported ONNX model (python -m fer_jax.export), with
-onnxruntime: no JAX or Flax needed, only onnxruntime, OpenCV, NumPy, Pillow.
+onnxruntime: no JAX or Flax needed, only onnxruntime, NumPy and Pillow, and
+OpenCV for face detection, videos and annotated copies (opencv.py).
 
   from fer_jax.predict.onnx_predictor import OnnxPredictor
   faces = OnnxPredictor('model.onnx').predict('photo.jpg')

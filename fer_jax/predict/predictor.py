@@ -8,12 +8,12 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from fer_jax.errors import UserError
 from fer_jax.predict import detect, images
+from fer_jax.predict.opencv import cv2
 
 if TYPE_CHECKING:
   from fer_jax import inference
@@ -62,7 +62,13 @@ def _grey(image) -> np.ndarray:
     raise UserError('An image array must be uint8 [H, W] grey or [H, W, 3] '
                     f'RGB, not {image.dtype} {list(image.shape)}; convert it '
                     'or pass a file path.')
-  return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+  if image.ndim == 2:
+    return image
+  if cv2 is not None:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+  # OpenCV's fixed-point grey, bit for bit (0.299 R + 0.587 G + 0.114 B).
+  weighted = image.astype(np.uint32) @ np.array([9798, 19235, 3735], np.uint32)
+  return ((weighted + (1 << 14)) >> 15).astype(np.uint8)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

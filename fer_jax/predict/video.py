@@ -10,11 +10,11 @@ import dataclasses
 import os
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
 from fer_jax.errors import UserError
-from fer_jax.predict import annotate
+from fer_jax.predict import annotate, opencv
+from fer_jax.predict.opencv import cv2
 from fer_jax.predict.predictor import Face, FacePredictor
 
 VIDEO_EXTENSIONS = frozenset(('.mp4', '.avi', '.mov', '.mkv'))
@@ -121,6 +121,7 @@ def frames(model: FacePredictor, path: str, every: int = 1,
   the last processed one). UnreadableVideo if the file gives no frame."""
   if every < 1:
     raise UserError(f'--every={every} must be at least 1.')
+  opencv.require('Reading videos')
   tracker = Tracker(smooth)
   if not os.path.isfile(path):
     raise UnreadableVideo(path, 'no such file')

@@ -7,6 +7,7 @@ PrivateTest (`test`) is never looked at here.
 
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,13 +17,66 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
-from tensorboardX import SummaryWriter
+from jax.experimental import multihost_utils
 
 from fer_jax import convert, inference, metrics, models, rundir
 from fer_jax.data import dataset, device_augment, pipeline, preprocess
 from fer_jax.data import sources
 from fer_jax.errors import Interrupted, UserError
 from fer_jax.train import optim, phases, step
+
+
+def _initialize_distributed(settings: ml_collections.ConfigDict | None
+                            ) -> None:
+  """Starts JAX's distributed runtime when config.distributed asks for more
+  than one process; before any JAX computation, and once per process (a
+  later train() in the same process finds it started)."""
+  if settings is None or settings.num_processes == 1:
+    return
+  if jax.distributed.is_initialized():
+    if settings.num_processes not in (0, jax.process_count()):
+      raise UserError(
+          f'config.distributed.num_processes={settings.num_processes}, but '
+          f'this process already runs in a group of {jax.process_count()}.')
+    return
+  try:
+    jax.distributed.initialize(
+        coordinator_address=settings.coordinator_address or None,
+        num_processes=settings.num_processes or None,
+        process_id=None if settings.process_id < 0 else settings.process_id)
+  except (RuntimeError, ValueError) as e:
+    raise UserError(
+        f'jax.distributed.initialize failed with config.distributed '
+        f'{settings.to_dict()}: {e}') from None
+  logging.info('Process %d of %d; %d of %d devices here.',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
+def _local(tree):
+  """The replicated arrays of `tree` as this process's own copies (on its
+  first device), for computations each process runs alone."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda x: x.addressable_data(0), tree)
+
+
+def _from_process_0(record: dict) -> dict:
+  """Process 0's numbers in every process, bit for bit, so that all take
+  the same checkpoint, plateau and early-stopping decisions (an orbax save
+  needs every process)."""
+  if jax.process_count() == 1:
+    return record
+  names = sorted(record)
+  bits = np.array([record[n] for n in names], np.float64).view(np.uint32)
+  values = np.asarray(multihost_utils.broadcast_one_to_all(bits),
+                      np.uint32).view(np.float64)
+  return {n: type(record[n])(v) for n, v in zip(names, values)}
+
+
+def _without_distributed(config: dict | None) -> dict | None:
+  """A config as JSON less its process layout, which may change on resume."""
+  return config and {k: v for k, v in config.items() if k != 'distributed'}
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -42,7 +96,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                     f'{name} for {size}x{size}x{channels} inputs: '
                     f'{" ".join(str(e).split("-" * 20)[0].split())}') from None
   if config.model.get('init_from'):
-    convert.read_meta(config.model.init_from, name)  # Before the data loads.
+    # Before the data loads; also checks the normalisation the weights expect.
+    convert.read_meta(config.model.init_from, name, config.data.normalization)
   plan = phases.parse(config.train)
   groups = None
   for phase in plan:
@@ -100,7 +155,10 @@ class _PartialEpoch:
   @staticmethod
   def extend(partial: dict, step_metrics: list, start: float) -> dict:
     """`partial` plus the device-side `step_metrics` since `start`."""
-    fetched = jax.device_get(step_metrics)  # The epoch's one host sync.
+    # The epoch's one host sync; predictions and labels are sharded over
+    # the processes, so each gathers them all.
+    fetched = (jax.device_get(step_metrics) if jax.process_count() == 1
+               else multihost_utils.process_allgather(step_metrics, tiled=True))
     return {
         'losses': partial['losses'] + [float(m['loss']) for m in fetched],
         'predictions': partial['predictions'] + [
@@ -141,20 +199,41 @@ def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
 
 def train(config: ml_collections.ConfigDict,
           workdir: str) -> tuple[rundir.RunDir, sources.FerData]:
-  """Trains (or resumes) a run in `workdir`; returns it and its data."""
+  """Trains (or resumes) a run in `workdir`; returns it and its data.
+
+  With several processes (config.distributed), each runs this with the same
+  config: each reads its share of every global batch, evaluates the whole
+  validation split itself, and saves its part of the checkpoints; process 0
+  alone writes the other files (config, metrics, TensorBoard).
+  """
+  _initialize_distributed(config.get('distributed'))
   _check_config(config)
-  run = rundir.RunDir(workdir)
+  main = jax.process_index() == 0
+  if main:
+    run = rundir.RunDir(workdir)
+    previous_config = (run.read_json(rundir.CONFIG)
+                       if os.path.isfile(run.file(rundir.CONFIG)) else None)
+    if jax.process_count() > 1:
+      run.save_config(config)  # So that the others can open the directory.
+  if jax.process_count() > 1:
+    # The others open it once process 0 has made it (all making it at once
+    # would race on RunDir's write probe).
+    multihost_utils.sync_global_devices('fer_jax.train: run directory')
+    if not main:
+      run = rundir.RunDir(workdir, create=False)
   data = dataset.load(config.data, config.seed)
   train_split = data.splits['train']
   spec = preprocess.input_spec(config.data.normalization,
                                config.data.image_size, config.data.channels,
                                train_split.images)
-  if (run.latest_step() is not None
-      and run.read_json(rundir.CONFIG) != rundir.as_json(config)):
-    logging.warning('Resuming %s with a config that differs from its '
-                    'config.json; the new one is saved.', run.path)
-  run.save_config(config)
-  run.write_json(rundir.DATASET, _data_info(data, spec))
+  resuming = run.latest_step() is not None  # Every process: orbax syncs.
+  if main:
+    if resuming and (_without_distributed(previous_config)
+                     != _without_distributed(rundir.as_json(config))):
+      logging.warning('Resuming %s with a config that differs from its '
+                      'config.json; the new one is saved.', run.path)
+    run.save_config(config)
+    run.write_json(rundir.DATASET, _data_info(data, spec))
 
   # ---------------------------------------------------------------- Devices.
   num_devices = jax.device_count()
@@ -214,7 +293,7 @@ def train(config: ml_collections.ConfigDict,
                '%d device(s).', config.model.name, f'{num_params:,}',
                steps_per_epoch, global_batch, num_devices)
   logits_fn = inference.make_logits_fn(model, spec)
-  mflops = inference.forward_mflops(logits_fn, state.model_variables,
+  mflops = inference.forward_mflops(logits_fn, _local(state.model_variables),
                                     train_split.images[:1])
   print(f'{config.model.name}: {num_params:,} parameters, {mflops:,.1f} '
         'MFLOPs per image', flush=True)
@@ -260,9 +339,14 @@ def train(config: ml_collections.ConfigDict,
     plateau = optim.ReduceOnPlateau(**loop['plateau'])
     logging.info('Resumed %s at step %d (epoch %d done).', run.path,
                  restored['step'], loop['epoch'])
-  run.truncate_metrics(loop['epoch'])
-  writer = SummaryWriter(run.file(rundir.TENSORBOARD),
-                         purge_step=loop['epoch'] + 1)
+  writer = None
+  if main:
+    run.truncate_metrics(loop['epoch'])
+    # Imported here: tensorboardX imports torch when it is installed (1.6 s
+    # here), which commands that fail on their config should not wait for.
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    writer = SummaryWriter(run.file(rundir.TENSORBOARD),
+                           purge_step=loop['epoch'] + 1)
 
   def save_latest(data_state, partial_epoch):
     loop['partial_epoch'] = partial_epoch
@@ -346,7 +430,8 @@ def train(config: ml_collections.ConfigDict,
       _check_losses(partial, epoch, steps_per_epoch, run)
 
       val_split = data.splits['val']
-      val = inference.evaluate(logits_fn, state.model_variables,
+      # Every process evaluates the whole split alone (no collectives).
+      val = inference.evaluate(logits_fn, _local(state.model_variables),
                                val_split.images, val_split.labels,
                                data.class_names, config.train.eval_batch_size)
       train_metrics = metrics.classification_metrics(
@@ -366,11 +451,13 @@ def train(config: ml_collections.ConfigDict,
       if metric not in record:
         raise UserError(f'config.train.selection_metric={metric!r} is not '
                         f'logged; choose one of {sorted(record)}.')
-      run.append_metrics(record)
-      for key, value in record.items():
-        if key not in ('epoch', 'step', 'phase'):
-          writer.add_scalar(key, value, epoch)
-      writer.flush()
+      record = _from_process_0(record)
+      if main:
+        run.append_metrics(record)
+        for key, value in record.items():
+          if key not in ('epoch', 'step', 'phase'):
+            writer.add_scalar(key, value, epoch)
+        writer.flush()
       logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f '
                    'acc %.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s',
                    epoch, total_epochs,
@@ -413,7 +500,8 @@ def train(config: ml_collections.ConfigDict,
         state, train_step, plateau = next_phase(state)
       save_latest(data_state, None)
 
-  writer.close()
+  if main:
+    writer.close()
   run.wait_until_finished()
   logging.info('Best %s %.4f at epoch %d.', metric, loop['best_value'],
                loop['best_epoch'])

@@ -1,0 +1,52 @@
+"""Parameters and FLOPs of every model at its config's input, as a table.
+
+  python experiments/model_zoo_table.py [--num_classes=7]
+
+Each model is built from configs/<name>.py (head, input size and channels
+as trained) for the FER classes; FLOPs are XLA's cost analysis of the
+compiled forward pass on one image (a multiply-add counts as two), the
+figure `fer_jax.main` prints at start. Nothing is initialised or trained:
+shapes only.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from fer_jax import inference, models, rundir, sweeps
+from fer_jax.data import preprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+flags.DEFINE_integer('num_classes', 7, 'Classes of the classifier.')
+
+
+def main(argv):
+  del argv
+  print('| model | input | head | params | MFLOPs per image |')
+  print('|---|---|---|---|---|')
+  for name in sorted(models.MODELS):
+    config = sweeps.load_config(os.path.join(ROOT, 'configs', f'{name}.py'))
+    settings = rundir.as_json(config)['model']
+    settings.pop('name')
+    model = models.create(name, flags.FLAGS.num_classes, **settings)
+    size, channels = config.data.image_size, config.data.channels
+    # The input normalisation does not change the FLOPs: a fixed one.
+    spec = preprocess.InputSpec(size, channels, (127.5,) * channels,
+                                (127.5,) * channels)
+    variables = jax.eval_shape(
+        lambda x, m=model: m.init(jax.random.key(0), x),
+        jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
+    mflops = inference.forward_mflops(inference.make_logits_fn(model, spec),
+                                      variables, np.zeros((1, 48, 48),
+                                                          np.uint8))
+    print(f'| {name} | {size}x{size}x{channels} | '
+          f'{settings.get("head", "own")} | '
+          f'{models.count_params(variables["params"]):,} | {mflops:,.1f} |',
+          flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

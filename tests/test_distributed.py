@@ -1,0 +1,168 @@
+"""Two processes (jax.distributed, CPU collectives over Gloo) train what one
+does: same global batches, same losses, parameters and checkpoints.
+
+Two `python -m fer_jax.main` processes share a coordinator port on
+localhost while the test trains the same config alone, in-process. SGD,
+because with Adam the stem conv's bias follows rounding noise (see
+test_multidevice.py).
+"""
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import fakedata
+from fer_jax import inference, rundir
+from fer_jax.config import default_config
+from fer_jax.data import pipeline, sources
+from fer_jax.errors import UserError
+from fer_jax.train import loop
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_FLAGS = ('--config=configs/resnet_small.py',
+          '--config.model.stem_features=8',
+          '--config.model.block_features=(8,16)',
+          '--config.train.epochs=1', '--config.train.batch_size=16',
+          '--config.train.optimizer=sgd', '--config.train.learning_rate=0.01',
+          '--config.train.eval_batch_size=16')
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def _config(data: str) -> ml_collections.ConfigDict:
+  """The config that _FLAGS make (for the in-process run)."""
+  spec = importlib.util.spec_from_file_location(
+      'resnet_small_config', os.path.join(_ROOT, 'configs', 'resnet_small.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.data.path = data
+  config.model.update(stem_features=8, block_features=(8, 16))
+  config.train.update(epochs=1, batch_size=16, optimizer='sgd',
+                      learning_rate=0.01, eval_batch_size=16)
+  return config
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory) -> dict[str, str]:
+  """{'one': workdir, 'two': workdir} of finished runs: 'two' by two
+  `python -m fer_jax.main` processes, 'one' by loop.train here meanwhile."""
+  root = tmp_path_factory.mktemp('distributed')
+  data = str(root / 'fer2013.csv')
+  fakedata.write_challenge_csv(data, per_class=(8, 2, 2))  # 3 steps of 16.
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env |= {'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': _ROOT}
+  port = _free_port()
+  processes = []
+  for i in range(2):
+    # Logs to files: orbax and Gloo fill an unread pipe and block.
+    with open(root / f'{i}.log', 'w') as log:
+      processes.append(subprocess.Popen(
+          [sys.executable, '-m', 'fer_jax.main', *_FLAGS,
+           f'--config.data.path={data}', f'--workdir={root / "two"}',
+           f'--config.distributed.coordinator_address=localhost:{port}',
+           '--config.distributed.num_processes=2',
+           f'--config.distributed.process_id={i}'],
+          cwd=_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  try:
+    loop.train(_config(data), str(root / 'one'))
+    for i, process in enumerate(processes):
+      code = process.wait(timeout=600)
+      assert code == 0, (i, (root / f'{i}.log').read_text()[-3000:])
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+  return {'one': str(root / 'one'), 'two': str(root / 'two')}
+
+
+def _close(a, b, what):
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                          jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=0, atol=1e-5,
+                               err_msg=f'{what}{jax.tree_util.keystr(path)}')
+
+
+def test_two_processes_train_what_one_does(runs):
+  one, two = (rundir.RunDir(runs[k], create=False) for k in ('one', 'two'))
+  [record_one], [record_two] = one.read_metrics(), two.read_metrics()
+  assert record_one['step'] == record_two['step'] == 3
+  for key in ('train/loss', 'train/accuracy', 'val/loss', 'val/accuracy'):
+    assert abs(record_one[key] - record_two[key]) <= 1e-5, key
+  for kind in ('latest', 'best'):
+    _close(inference.load_trained(one, kind).variables,
+           inference.load_trained(two, kind).variables, kind)
+  # Process 0 alone wrote the report (of the best epoch, the first) and the
+  # TensorBoard events.
+  assert two.read_json(rundir.REPORT)['val']['accuracy'] == pytest.approx(
+      record_one['val/accuracy'], abs=1e-6)
+  assert len(os.listdir(two.file(rundir.TENSORBOARD))) == 1
+
+
+def test_processes_share_each_global_batch_in_order():
+  """Process shares of a step, in process order, are the one-process batch:
+  same faces, order and augmentation, so the step computes the same."""
+  images = np.random.default_rng(0).integers(0, 256, (40, 48, 48), np.uint8)
+  split = sources.Split(images, np.arange(40, dtype=np.int32) % 7)
+  augment = default_config().data.augment
+
+  def stream(batch_size, **kwargs):
+    return iter(pipeline.train_dataset(split, batch_size=batch_size, seed=0,
+                                       augment_config=augment, **kwargs))
+
+  whole = stream(8)
+  shares = [stream(4, process_index=p, process_count=2) for p in range(2)]
+  for _ in range(7):  # Across an epoch's end.
+    batch, parts = next(whole), [next(s) for s in shares]
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(
+          batch[key], np.concatenate([part[key] for part in parts]))
+  assert shares[0].get_state() == shares[1].get_state() == whole.get_state()
+
+
+def test_distributed_runtime_starts_only_when_asked(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: False)
+  monkeypatch.setattr(jax.distributed, 'initialize',
+                      lambda **kwargs: calls.append(kwargs))
+  settings = default_config().distributed
+  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  assert not calls  # One process by default.
+  settings.update(coordinator_address='10.0.0.1:1234', num_processes=4,
+                  process_id=3)
+  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  settings.update(coordinator_address='', num_processes=0, process_id=-1)
+  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  assert calls == [
+      {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4,
+       'process_id': 3},
+      {'coordinator_address': None, 'num_processes': None,
+       'process_id': None}]  # Found from the cluster (Slurm, MPI, TPU).
+
+  def fail(**kwargs):
+    raise ValueError(f'no cluster found ({kwargs})')
+  monkeypatch.setattr(jax.distributed, 'initialize', fail)
+  with pytest.raises(UserError, match='no cluster found'):
+    loop._initialize_distributed(settings)  # pylint: disable=protected-access
+
+
+def test_an_existing_process_group_must_match(monkeypatch):
+  monkeypatch.setattr(jax.distributed, 'is_initialized', lambda: True)
+  monkeypatch.setattr(jax.distributed, 'initialize', pytest.fail)
+  settings = default_config().distributed
+  settings.num_processes = 0
+  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  settings.num_processes = jax.process_count() + 1
+  with pytest.raises(UserError, match='already runs in a group of 1'):
+    loop._initialize_distributed(settings)  # pylint: disable=protected-access

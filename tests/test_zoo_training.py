@@ -1,0 +1,92 @@
+"""Every model of the zoo trains from its own config, as `fer_jax.main` runs
+it (loop.train, then the report), on a tiny synthetic FER2013 at 32x32; the
+ImageNet ports start from converted weights (`config.model.init_from`)."""
+
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import fakedata
+from fer_jax import convert, inference, models, rundir, sweeps
+from fer_jax.evaluate import report
+from fer_jax.train import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PER_CLASS = (2, 1, 1)  # Training, PublicTest, PrivateTest images per class.
+BATCH_SIZE = 7
+IMAGE_SIZE = 32  # Divisible by 32, as swin_tiny needs.
+
+
+@pytest.fixture(scope='module')
+def csv_path(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=PER_CLASS)
+  return path
+
+
+def test_every_model_has_a_config():
+  configs = {name.removesuffix('.py')
+             for name in os.listdir(os.path.join(ROOT, 'configs'))}
+  assert set(models.MODELS) <= configs
+
+
+def _stand_in_imagenet_weights(config, out: str) -> dict:
+  """Saves what `python -m fer_jax.convert` writes, for a 1000-class model
+  with its own random init (tests/test_convert.py checks real conversions);
+  returns its flat params."""
+  settings = rundir.as_json(config)['model']
+  name = settings.pop('name')
+  variables = models.create(name, 1000, **settings).init(
+      jax.random.key(42), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE,
+                                     config.data.channels)))
+  variables = jax.tree.map(np.asarray, variables)
+  convert.save(out, variables, {'arch': name, 'source': 'test',
+                                'normalization': config.data.normalization})
+  return traverse_util.flatten_dict(variables['params'])
+
+
+@pytest.mark.parametrize('name', sorted(models.MODELS))
+def test_model_trains_from_its_config_and_reports(name, csv_path, tmp_path,
+                                                  capsys):
+  config = sweeps.load_config(os.path.join(ROOT, 'configs', f'{name}.py'))
+  config.data.path = csv_path
+  config.data.image_size = IMAGE_SIZE
+  config.train.update(epochs=1, batch_size=BATCH_SIZE,
+                      eval_batch_size=2 * BATCH_SIZE)
+  if name in convert.ARCHS:
+    config.model.init_from = str(tmp_path / 'imagenet')
+    imagenet = _stand_in_imagenet_weights(config, config.model.init_from)
+
+  run, data = loop.train(config, str(tmp_path / 'run'))
+  result = report.write_report(run, data)
+
+  printed = capsys.readouterr().out
+  match = re.search(rf'^{name}: ([\d,]+) parameters, ([\d,.]+) MFLOPs per '
+                    'image$', printed, re.MULTILINE)
+  assert match, printed
+  trained = traverse_util.flatten_dict(
+      inference.load_trained(run).variables['params'])
+  assert int(match[1].replace(',', '')) == sum(x.size for x in
+                                               trained.values())
+  assert float(match[2].replace(',', '')) > 0
+  (record,) = run.read_metrics()  # One epoch.
+  assert record['step'] == 7 * PER_CLASS[0] // BATCH_SIZE
+  assert np.isfinite(record['train/loss'])
+  for split in ('val', 'test'):
+    assert 0.0 <= result[split]['accuracy'] <= 1.0
+  if name in convert.ARCHS:
+    # Two small steps away from the converted backbone (a fresh init would
+    # be far off) ...
+    loaded = [key for key in trained if key in imagenet
+              and imagenet[key].shape == trained[key].shape]
+    assert len(loaded) >= len(trained) - 4
+    for key in loaded:
+      np.testing.assert_allclose(trained[key], imagenet[key], atol=0.01,
+                                 err_msg='/'.join(key))
+    # ... while the classifier is new, for the 7 FER classes.
+    assert any(value.shape[-1] == 7 for value in trained.values())
