@@ -38,6 +38,10 @@ def default_config() -> ml_collections.ConfigDict:
   augment.hflip = True
   augment.brightness = 0.0  # Fraction of 255, +-.
   augment.contrast = 0.0  # Relative contrast change, +-.
+  # Random erasing (Zhong et al. 2020): the probability that one box of 2-33%
+  # of the face, aspect ratio 0.3-3.3, is filled with random grey levels;
+  # 0: off.
+  augment.erasing = 0.0
   # 'host': in Grain, per image on the CPU; 'device': batched inside the
   # jitted train step (fer_jax/data/device_augment.py), Grain only shuffles
   # and batches uint8 faces. Same knobs and ranges either way.
@@ -86,10 +90,23 @@ def default_config() -> ml_collections.ConfigDict:
   train.plateau_patience = 3
   train.label_smoothing = 0.0
   train.class_weights = 'none'  # 'balanced': n / (classes * count) per class.
+  # Mixup (Zhang et al.) and CutMix (Yun et al.) in the train step: alpha of
+  # the Beta(alpha, alpha) mixing weight, drawn per batch; 0: off. With both
+  # on, each batch uses one of the two with probability 0.5. Train accuracy
+  # is still measured against the unmixed labels (fer_jax/train/mixing.py).
+  train.mixup_alpha = 0.0
+  train.cutmix_alpha = 0.0
   train.early_stopping_patience = 10  # Epochs without improvement; 0: off.
   # Chooses the best checkpoint and drives early stopping (higher is better,
   # except for *loss).
   train.selection_metric = 'val/macro_f1'
+  # Exponential moving average of the weights and BatchNorm statistics,
+  # updated every step; 0.0: off, e.g. 0.999 (an average over ~1000 steps).
+  # Bias-corrected as optax.ema(debias=True), so short runs average what
+  # they trained. When on, validation (selection, early stopping, plateau),
+  # the best checkpoint and thus the report and predictor use the EMA; the
+  # latest checkpoint keeps both. Each phase restarts it at its start state.
+  train.ema_decay = 0.0
   # Mid-epoch checkpoints for long epochs; 0: at epoch ends (and on SIGTERM /
   # SIGINT) only.
   train.checkpoint_every_steps = 0

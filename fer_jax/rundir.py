@@ -5,6 +5,7 @@
   metrics.jsonl      one JSON line per epoch (train and validation metrics)
   tensorboard/       the same metrics as TensorBoard event files
   checkpoints/latest orbax: model, optimizer, loop state and data iterator
+                     (and the EMA of the weights, with config.train.ema_decay)
   checkpoints/best   orbax: model and loop state of the best epoch so far
   report.json        val and test metrics of the best checkpoint
   confusion_matrix.png
@@ -13,6 +14,9 @@ Checkpoints are numbered by train step and hold items `model` ({params,
 batch_stats}), `optimizer` ({step, opt_state}), `loop` (JSON: epoch,
 early-stopping and plateau counters, a partial epoch's metrics) and `data`
 (the Grain iterator position), so a predictor can restore `model` alone.
+With config.train.ema_decay, `model` of a best checkpoint holds the EMA
+weights (what was validated), and a latest checkpoint holds the trained
+weights in `model` and their EMA in an item `ema` ({params, batch_stats}).
 """
 
 import json
@@ -132,8 +136,14 @@ class RunDir:
   def latest_step(self, kind: str = 'latest') -> int | None:
     return self._manager(kind).latest_step()
 
+  def has_item(self, kind: str, step: int, item: str) -> bool:
+    """Whether checkpoint `kind` of `step` holds `item` (e.g. 'ema')."""
+    return os.path.isdir(os.path.join(self.path, 'checkpoints', kind,
+                                      str(step), item))
+
   def save(self, kind: str, step: int, *, model: Any, loop: dict,
-           optimizer: Any = None, data_state: dict | None = None) -> None:
+           optimizer: Any = None, data_state: dict | None = None,
+           ema: Any = None) -> None:
     """Saves a checkpoint of `kind` ('latest' or 'best') at train `step`.
 
     `data_state` is the Grain iterator's `get_state()` after the last batch
@@ -145,15 +155,17 @@ class RunDir:
       items['optimizer'] = ocp.args.StandardSave(optimizer)
     if data_state is not None:
       items['data'] = ocp.args.JsonSave(data_state)
+    if ema is not None:
+      items['ema'] = ocp.args.StandardSave(_without_empty_dicts(ema))
     self._manager(kind).save(step, args=ocp.args.Composite(**items),
                              force=True)
 
   def restore(self, kind: str, *, model: Any, optimizer: Any = None,
-              with_data_state: bool = False) -> dict:
+              with_data_state: bool = False, ema: Any = None) -> dict:
     """Restores the newest readable checkpoint of `kind`.
 
-    `model` and `optimizer` are templates (pytrees of arrays); the result
-    holds them, `loop`, `step` and, if asked, `data`. A damaged newest
+    `model`, `optimizer` and `ema` are templates (pytrees of arrays); the
+    result holds them, `loop`, `step` and, if asked, `data`. A damaged newest
     checkpoint (a kill while writing, a full disk) falls back to the one
     before it, with a warning.
     """
@@ -163,6 +175,8 @@ class RunDir:
       items['optimizer'] = ocp.args.StandardRestore(optimizer)
     if with_data_state:
       items['data'] = ocp.args.JsonRestore()
+    if ema is not None:
+      items['ema'] = ocp.args.StandardRestore(_without_empty_dicts(ema))
     manager = self._manager(kind)
     steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
@@ -170,7 +184,10 @@ class RunDir:
                       f'(python -m fer_jax.main --workdir={self.path} ...).')
     for step in steps:
       try:
-        restored = manager.restore(step, args=ocp.args.Composite(**items))
+        restored = dict(manager.restore(step,
+                                        args=ocp.args.Composite(**items)))
+        if ema is not None:
+          restored['ema'] = _with_empty_dicts(ema, restored['ema'])
         return {**restored, 'model': _with_empty_dicts(model,
                                                        restored['model']),
                 'step': step}

@@ -157,3 +157,17 @@ def make_synthetic_fer(tmp_path):
   def make(per_usage=(3, 1, 1), seed=0) -> SyntheticFer:
     return SyntheticFer(tmp_path, make_records(per_usage, seed))
   return make
+
+
+# With `pytest -n 2 --dist loadgroup` (README), the tests of these files are
+# spread over the workers one by one: each trains or compiles a large model
+# alone. Every other file runs whole on one worker, so that its module
+# fixtures (trained runs, subprocesses) are built once.
+SPREAD_FILES = ('test_zoo_training.py', 'test_convert.py')
+
+
+@pytest.hookimpl(tryfirst=True)  # Before xdist reads the groups.
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if item.path.name not in SPREAD_FILES:
+      item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -221,3 +221,72 @@ def test_train_step_augments_on_the_device():
   assert np.isfinite(first).all()
   assert first[0] == first[1]  # A pure function of (state, batch, rng).
   assert first[0] != first[2] and first[0] != plain['loss']
+
+
+def _erased(where: str, probability: float, n: int = 256) -> np.ndarray:
+  """`n` uniform grey faces (128) through erasing alone, as float arrays."""
+  settings = _only(erasing=probability)
+  images = np.full((n, 48, 48), 128, np.uint8)
+  if where == 'device':
+    out = _run(settings, images)
+    assert out.shape == images.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.rint(out))  # Grey levels.
+    return out
+  rng = np.random.default_rng(0)
+  out = np.stack([settings.random_map({'image': image[..., None]}, rng)[
+      'image'] for image in images])
+  assert out.shape == images.shape + (1,) and out.dtype == np.uint8
+  return out[..., 0].astype(np.float32)
+
+
+@pytest.mark.parametrize('where', ['device', 'host'])
+def test_erasing_fills_one_box_in_the_documented_ranges(where):
+  out = _erased(where, 0.5)
+  changed = out != 128
+  erased = changed.any(axis=(1, 2))
+  assert 0.4 < erased.mean() < 0.6  # Probability 0.5, over 256 faces.
+  heights, widths = [], []
+  for image, mask in zip(out[erased], changed[erased]):
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    # One box (a random value hits 128 now and then), random grey levels.
+    assert mask[top:bottom, left:right].mean() > 0.95
+    assert mask.sum() == mask[top:bottom, left:right].sum()
+    assert image[mask].std() > 50
+    heights.append(bottom - top)
+    widths.append(right - left)
+  heights, widths = np.array(heights), np.array(widths)
+  areas, ratios = heights * widths / 48**2, heights / widths
+  # [0.02, 0.33] and [0.3, 3.3], give or take the rounding to pixels.
+  assert areas.min() >= 0.015 and areas.max() <= 0.36
+  assert areas.min() < 0.05 and areas.max() > 0.25
+  assert ratios.min() >= 0.25 and ratios.max() <= 4.0
+  assert ratios.min() < 0.5 and ratios.max() > 2.0
+
+
+@pytest.mark.parametrize('where', ['device', 'host'])
+def test_erasing_probability_zero_and_one(where):
+  assert (_erased(where, 1.0, 64) != 128).any(axis=(1, 2)).all()
+  assert _only(erasing=0.0).enabled is False
+  assert (_erased(where, 0.0, 8) == 128).all()
+
+
+def test_erasing_is_configurable_and_validated():
+  config = default_config().data.augment
+  assert config.erasing == 0.0
+  config.update(OFF, erasing=0.25)
+  assert host_augment.from_config(config) == _only(erasing=0.25)
+  config.where = 'device'
+  assert device_augment.from_config(config) == _only(erasing=0.25)
+  config.erasing = 1.5
+  with pytest.raises(UserError, match=r'config\.data\.augment\.erasing'):
+    device_augment.from_config(config)
+
+
+def test_erasing_leaves_the_other_device_draws_unchanged():
+  settings = host_augment.RandomAugment(brightness=0.2, erasing=0.5)
+  images = _batch(_noise(), 16)
+  without = _run(host_augment.RandomAugment(brightness=0.2), images)
+  out = _run(settings, images)
+  same = (out == without).all(axis=(1, 2))
+  assert same.any() and not same.all()

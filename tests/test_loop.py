@@ -71,18 +71,46 @@ def test_train_writes_the_run_directory_and_report(csv_path, tmp_path,
   assert np.isclose(result['val']['loss'], best['val/loss'], atol=1e-5)
 
 
-def test_resumed_run_matches_an_uninterrupted_one(csv_path, tmp_path):
-  straight, _ = loop.train(tiny_config(csv_path), str(tmp_path / 'straight'))
-  loop.train(tiny_config(csv_path, epochs=1), str(tmp_path / 'resumed'))
-  resumed, _ = loop.train(tiny_config(csv_path), str(tmp_path / 'resumed'))
+def _equal(a, b) -> bool:
+  return jax.tree.all(jax.tree.map(np.array_equal, a, b))
+
+
+@pytest.mark.parametrize('ema_decay', [0.0, 0.9], ids=['plain', 'ema'])
+def test_resumed_run_matches_an_uninterrupted_one(csv_path, tmp_path,
+                                                  ema_decay):
+  config = lambda **train: tiny_config(csv_path, ema_decay=ema_decay, **train)
+  straight, _ = loop.train(config(), str(tmp_path / 'straight'))
+  first, data = loop.train(config(epochs=1), str(tmp_path / 'resumed'))
+  if ema_decay:
+    # Epoch 1 is the best and the latest: best holds the latest's EMA, not
+    # its trained weights, and is what was validated.
+    template = _variables(first)
+    latest = first.restore('latest', model=template, ema=template)
+    best = first.restore('best', model=template)['model']
+    assert _equal(best, latest['ema'])
+    assert not _equal(best, latest['model'])
+    trained = inference.load_trained(first)
+    val = data.splits['val']
+    logged = inference.evaluate(
+        inference.make_logits_fn(trained.model, trained.input_spec),
+        trained.variables, val.images, val.labels, data.class_names, 32)
+    assert np.isclose(logged['loss'], first.read_metrics()[0]['val/loss'],
+                      atol=1e-5)
+  resumed, _ = loop.train(config(), str(tmp_path / 'resumed'))
 
   assert [r['epoch'] for r in resumed.read_metrics()] == [1, 2, 3]
   for a, b in zip(straight.read_metrics(), resumed.read_metrics()):
     assert a['train/loss'] == b['train/loss']
     assert a['val/accuracy'] == b['val/accuracy']
-  a = straight.restore('latest', model=_variables(straight))['model']
-  b = resumed.restore('latest', model=_variables(resumed))['model']
-  assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
+    assert a['val/loss'] == b['val/loss']
+  template = _variables(straight)
+  ema = template if ema_decay else None
+  a = straight.restore('latest', model=template, ema=ema)
+  b = resumed.restore('latest', model=template, ema=ema)
+  assert _equal(a['model'], b['model'])
+  assert ('ema' in a) == bool(ema_decay)
+  if ema_decay:
+    assert _equal(a['ema'], b['ema'])
 
 
 def _variables(run):

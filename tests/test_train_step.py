@@ -123,3 +123,61 @@ def test_weight_decay_spares_biases_and_norm_scales():
   updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
   assert np.allclose(updates['kernel'], -0.5)
   assert np.allclose(updates['bias'], 0.0)
+
+
+def _tree_equal(a, b) -> bool:
+  return jax.tree.all(jax.tree.map(np.array_equal, a, b))
+
+
+@pytest.mark.parametrize('trainable', [None, frozenset({'ResidualBlock_1',
+                                                        'Dense_0'})],
+                         ids=['all', 'frozen'])
+def test_ema_of_params_and_batch_stats_is_the_debiased_average(trainable):
+  decay = 0.9
+  model = models.create('resnet_small', 7, stem_features=8,
+                        block_features=(8, 16))
+  optimizer = optim.create(_train_config(schedule='constant'), 10, trainable)
+  plain = step.init_state(model, optimizer, SPEC, jax.random.key(0))
+  state = step.init_state(model, optimizer, SPEC, jax.random.key(0), ema=True)
+  assert plain.ema is None and plain.eval_variables is not None
+  assert _tree_equal(state.ema, state.model_variables)
+  make = lambda d: jax.jit(step.make_train_step(
+      model, optimizer, SPEC, np.ones(7, np.float32), 0.0,
+      trainable=trainable, ema_decay=d))
+  plain_step, ema_step = make(0.0), make(decay)
+  batch, rng = _batch(), jax.random.key(1)
+  first, _ = ema_step(state, batch, rng)
+  reference, _ = plain_step(plain, batch, rng)
+  # The EMA leaves training alone, and eval_variables are the EMA.
+  assert _tree_equal(first.model_variables, reference.model_variables)
+  assert reference.ema is None
+  assert first.eval_variables is first.ema
+
+  def check(before, after, weight):
+    expected = jax.tree.map(lambda e, v: (1 - weight) * e + weight * v,
+                            before.ema, after.model_variables)
+    for name in ('params', 'batch_stats'):
+      for module, tree in after.ema[name].items():
+        if trainable is None or module in trainable:
+          assert jax.tree.all(jax.tree.map(
+              lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-7), tree,
+              expected[name][module])), (name, module)
+        else:  # Frozen: bit for bit.
+          assert _tree_equal(tree, before.ema[name][module])
+    # Not trivially equal to either end.
+    assert not _tree_equal(after.ema['batch_stats'],
+                           after.model_variables['batch_stats'])
+
+  # Step 1: w = (1 - d) / (1 - d) = 1, the first trained weights.
+  assert _tree_equal(jax.tree.map(np.shape, first.ema),
+                     jax.tree.map(np.shape, first.model_variables))
+  assert jax.tree.all(jax.tree.map(
+      lambda a, b: np.allclose(a, b, atol=1e-6), first.ema,
+      first.model_variables))
+  # Step 2: w = (1 - d) / (1 - d**2) = 1 / (1 + d).
+  second, _ = ema_step(first, _batch(seed=1), rng)
+  check(first, second, 1 / (1 + decay))
+  # Late in a run, d**step ~ 0: the plain d * old + (1 - d) * new.
+  late = second.replace(step=jnp.asarray(1000, jnp.int32))
+  after, _ = ema_step(late, _batch(seed=2), rng)
+  check(late, after, 1 - decay)

@@ -41,7 +41,8 @@ def _stand_in_imagenet_weights(config, out: str) -> dict:
   returns its flat params."""
   settings = rundir.as_json(config)['model']
   name = settings.pop('name')
-  variables = models.create(name, 1000, **settings).init(
+  model = models.create(name, 1000, **settings)
+  variables = jax.jit(model.init)(  # Jitted: eager init compiles op by op.
       jax.random.key(42), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE,
                                      config.data.channels)))
   variables = jax.tree.map(np.asarray, variables)

@@ -3,7 +3,7 @@
 Geometric ops (rotation, translation, zoom, flip) are composed into one affine
 matrix so each face is resampled once; photometric ops (brightness, contrast)
 follow in float32 and are rounded back to uint8, so the device still gets
-uint8 batches.
+uint8 batches. Random erasing (`erase_sizes`) comes last.
 """
 
 import dataclasses
@@ -39,6 +39,10 @@ class RandomAugment(grain.transforms.RandomMap):
     hflip: Mirror left-right with probability 0.5.
     brightness: Additive shift, uniform in [-b, b] times 255.
     contrast: Factor uniform in [1 - c, 1 + c] around the image mean.
+    erasing: Probability of random erasing (Zhong et al. 2020, torchvision's
+      RandomErasing): one rectangle of area fraction in [0.02, 0.33] and
+      aspect ratio (height / width) log-uniform in [0.3, 3.3] is filled with
+      random grey levels, uniform in [0, 255] per pixel (see `erase_sizes`).
   """
   rotation: float = 10.0
   translation: float = 0.1
@@ -46,6 +50,7 @@ class RandomAugment(grain.transforms.RandomMap):
   hflip: bool = True
   brightness: float = 0.0
   contrast: float = 0.0
+  erasing: float = 0.0
 
   def __post_init__(self):
     _check_range('rotation', self.rotation, 180, closed=True)
@@ -53,6 +58,7 @@ class RandomAugment(grain.transforms.RandomMap):
     _check_range('zoom', self.zoom, 1, closed=False)
     _check_range('brightness', self.brightness, 1, closed=True)
     _check_range('contrast', self.contrast, 1, closed=False)
+    _check_range('erasing', self.erasing, 1, closed=True)
     if not isinstance(self.hflip, (bool, np.bool_)):
       raise UserError(
           f'config.data.augment.hflip={self.hflip!r} must be True or False.')
@@ -70,7 +76,7 @@ class RandomAugment(grain.transforms.RandomMap):
   @property
   def enabled(self) -> bool:
     """Whether any op is on; when not, images pass through unchanged."""
-    return self._geometric or self._photometric
+    return self._geometric or self._photometric or bool(self.erasing)
 
   def random_map(self, element: dict, rng: np.random.Generator) -> dict:
     """A new dict with `image` augmented; the input element is not modified."""
@@ -79,6 +85,8 @@ class RandomAugment(grain.transforms.RandomMap):
       image = self._warp(image, rng)
     if self._photometric:
       image = self._jitter(image, rng)
+    if self.erasing and rng.random() < self.erasing:
+      image = self._erase(image, rng)
     return {**element, 'image': image}
 
   def _warp(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -110,6 +118,50 @@ class RandomAugment(grain.transforms.RandomMap):
       pixels = (pixels - mean) * factor + mean
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
+  def _erase(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    height, width = image.shape[:2]
+    box_heights, box_widths, fits = erase_sizes(
+        rng.uniform(size=(ERASE_ATTEMPTS, 2)), height, width)
+    if not fits.any():
+      return image
+    first = np.argmax(fits)
+    box_height, box_width = int(box_heights[first]), int(box_widths[first])
+    top = int(rng.integers(0, height - box_height + 1))
+    left = int(rng.integers(0, width - box_width + 1))
+    image = image.copy()
+    patch = image[top:top + box_height, left:left + box_width]
+    patch[...] = rng.integers(0, 256, patch.shape, dtype=np.uint8)
+    return image
+
+
+# Random erasing (torchvision.transforms.RandomErasing's defaults): the area
+# fraction and log aspect ratio ranges, and the draws tried for a box that
+# fits before giving up (the image is then left as it is).
+ERASE_SCALE = (0.02, 0.33)
+ERASE_RATIO = (0.3, 3.3)
+ERASE_ATTEMPTS = 10
+
+
+def erase_sizes(uniforms, height: int, width: int, xp=np):
+  """(box heights, box widths, fits) of random-erasing attempts.
+
+  Each row of `uniforms` [..., ATTEMPTS, 2] (uniform in [0, 1)) draws an
+  area fraction in ERASE_SCALE and an aspect ratio (height / width)
+  log-uniform in ERASE_RATIO; its box is round(sqrt(area * ratio)) x
+  round(sqrt(area / ratio)) pixels, as in torchvision, and fits when it is
+  smaller than the image both ways and not empty. The first attempt that
+  fits is used. `xp`: numpy (host) or jax.numpy (device).
+  """
+  area = height * width * (ERASE_SCALE[0] + uniforms[..., 0] * (
+      ERASE_SCALE[1] - ERASE_SCALE[0]))
+  log_low, log_high = np.log(ERASE_RATIO)
+  ratio = xp.exp(log_low + uniforms[..., 1] * (log_high - log_low))
+  box_heights = xp.round(xp.sqrt(area * ratio)).astype(xp.int32)
+  box_widths = xp.round(xp.sqrt(area / ratio)).astype(xp.int32)
+  fits = ((box_heights < height) & (box_widths < width) & (box_heights > 0)
+          & (box_widths > 0))
+  return box_heights, box_widths, fits
+
 
 def from_config(augment_config) -> RandomAugment | None:
   """The transform for `config.data.augment`, or None when every op is off."""
@@ -119,5 +171,7 @@ def from_config(augment_config) -> RandomAugment | None:
       zoom=augment_config.zoom,
       hflip=augment_config.hflip,
       brightness=augment_config.brightness,
-      contrast=augment_config.contrast)
+      contrast=augment_config.contrast,
+      # Configs from before random erasing existed lack the knob.
+      erasing=getattr(augment_config, 'erasing', 0.0))
   return transform if transform.enabled else None

@@ -11,7 +11,11 @@ the host ones (`augment.RandomAugment` validates both), drawn per example:
   zoom         scale uniform in [1 - zoom, 1 + zoom];
   hflip        mirror left-right with probability 0.5;
   brightness   additive shift, uniform in [-b, b] times 255;
-  contrast     factor uniform in [1 - c, 1 + c] around the image mean.
+  contrast     factor uniform in [1 - c, 1 + c] around the image mean;
+  erasing      probability of random erasing, last: one box of area fraction
+               in [0.02, 0.33], aspect ratio log-uniform in [0.3, 3.3],
+               filled with grey levels uniform in {0, ..., 255} per pixel
+               (`augment.erase_sizes`, torchvision's RandomErasing).
 
 Geometric ops are one affine map per face, applied by one batched bilinear
 resample with mirrored borders (OpenCV's BORDER_REFLECT_101, as on the
@@ -88,7 +92,8 @@ def _warp(images: jnp.ndarray, inverses: jnp.ndarray) -> jnp.ndarray:
 
 def augment(images: jnp.ndarray, rng: jax.Array,
             settings: host_augment.RandomAugment) -> jnp.ndarray:
-  """Random affine + flip + brightness / contrast, independently per image.
+  """Random affine + flip + brightness / contrast + erasing, independently
+  per image.
 
   Args:
     images: uint8 or float grey levels, [N, H, W] or [N, H, W, C].
@@ -129,4 +134,34 @@ def augment(images: jnp.ndarray, rng: jax.Array,
     x = (x - mean) * factor + mean
   if settings.brightness or settings.contrast:
     x = jnp.clip(x, 0, 255)
+  if settings.erasing:
+    # Folded, not split: the other ops' draws stay as they were.
+    x = _erase(x, jax.random.fold_in(rng, 4), settings.erasing)
   return x[..., 0] if grey else x
+
+
+def _erase(images: jnp.ndarray, rng: jax.Array,
+           probability: float) -> jnp.ndarray:
+  """Random erasing of float [N, H, W, C]: each image, with `probability`,
+  gets one box of random grey levels (see `augment.erase_sizes`)."""
+  num, height, width = images.shape[:3]
+  apply_key, size_key, top_key, left_key, value_key = jax.random.split(rng, 5)
+  box_heights, box_widths, fits = host_augment.erase_sizes(
+      jax.random.uniform(size_key, (num, host_augment.ERASE_ATTEMPTS, 2)),
+      height, width, xp=jnp)
+  first = jnp.argmax(fits, axis=1)[:, None]  # The first attempt that fits.
+  box_height = jnp.take_along_axis(box_heights, first, 1)[:, 0]
+  box_width = jnp.take_along_axis(box_widths, first, 1)[:, 0]
+  erase = jax.random.bernoulli(apply_key, probability, (num,)) & fits.any(1)
+  top = jax.random.randint(top_key, (num,), 0, height - box_height + 1)
+  left = jax.random.randint(left_key, (num,), 0, width - box_width + 1)
+  rows = jnp.arange(height)[None, :, None]
+  cols = jnp.arange(width)[None, None, :]
+  inside = ((rows >= top[:, None, None])
+            & (rows < (top + box_height)[:, None, None])
+            & (cols >= left[:, None, None])
+            & (cols < (left + box_width)[:, None, None])
+            & erase[:, None, None])
+  noise = jax.random.randint(value_key, images.shape, 0, 256).astype(
+      images.dtype)
+  return jnp.where(inside[..., None], noise, images)

@@ -23,7 +23,7 @@ from fer_jax import convert, inference, metrics, models, rundir
 from fer_jax.data import dataset, device_augment, pipeline, preprocess
 from fer_jax.data import sources
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import optim, phases, step
+from fer_jax.train import mixing, optim, phases, step
 
 
 def _initialize_distributed(settings: ml_collections.ConfigDict | None
@@ -107,6 +107,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
                                                          channels))
       phases.trainable_names(phase, groups, name)
   device_augment.from_config(config.data.augment)  # Checks every knob.
+  mixing.check(config.train.get('mixup_alpha', 0.0),
+               config.train.get('cutmix_alpha', 0.0))
   dataset.class_weights(np.zeros(1, np.int32), 2, config.train.class_weights)
   if config.data.normalization not in preprocess.NORMALIZATIONS:
     raise UserError(f'config.data.normalization={config.data.normalization!r}'
@@ -120,6 +122,10 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.train.selection_metric={metric!r} must be a '
                     "validation metric such as 'val/macro_f1' or 'val/loss': "
                     'models are never selected on the test split.')
+  ema_decay = config.train.get('ema_decay', 0.0)
+  if not 0.0 <= ema_decay < 1.0:
+    raise UserError(f'config.train.ema_decay={ema_decay} must be in [0, 1) '
+                    '(0: no EMA of the weights; e.g. 0.999).')
 
 
 class _StopSignals:
@@ -256,6 +262,7 @@ def train(config: ml_collections.ConfigDict,
   weights = dataset.class_weights(train_split.labels, data.num_classes,
                                   config.train.class_weights)
   plan = phases.parse(config.train)
+  ema_decay = config.train.get('ema_decay', 0.0)  # 0: no EMA.
   groups = None
   if any(phase.trainable != 'all' for phase in plan):
     groups = models.parameter_groups(
@@ -270,7 +277,11 @@ def train(config: ml_collections.ConfigDict,
         step.make_train_step(model, optimizer, spec, weights,
                              config.train.label_smoothing,
                              device_augment.from_config(config.data.augment),
-                             trainable=trainable),
+                             trainable=trainable,
+                             mixup_alpha=config.train.get('mixup_alpha', 0.0),
+                             cutmix_alpha=config.train.get('cutmix_alpha',
+                                                           0.0),
+                             ema_decay=ema_decay),
         donate_argnums=0)
     if trainable is not None:
       logging.info('Phase %d trains %s of %s.', phase.number,
@@ -280,14 +291,15 @@ def train(config: ml_collections.ConfigDict,
 
   optimizer, train_step = setup(plan[0])
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(functools.partial(step.init_state, model, optimizer, spec),
+  state = jax.jit(functools.partial(step.init_state, model, optimizer, spec,
+                                    ema=bool(ema_decay)),
                   out_shardings=replicated)(init_rng)
   if config.model.get('init_from') and run.latest_step() is None:
     # Converted ImageNet weights; the optimizer state depends on shapes only.
     state = state.replace(**jax.device_put(dict(zip(
         ('params', 'batch_stats'), convert.init_from(
             config.model.init_from, config.model.name, state.params,
-            state.batch_stats))), replicated))
+            state.batch_stats))), replicated)).with_fresh_ema()
   num_params = models.count_params(state.params)
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
                '%d device(s).', config.model.name, f'{num_params:,}',
@@ -326,13 +338,20 @@ def train(config: ml_collections.ConfigDict,
         optimizer, train_step = setup(plan[number - 1])
         state = state.replace(
             opt_state=init_opt_state(optimizer, state.params))
+    with_ema = (state.ema is not None
+                and run.has_item('latest', run.latest_step(), 'ema'))
     restored = run.restore('latest', model=state.model_variables,
                            optimizer={'step': state.step,
                                       'opt_state': state.opt_state},
-                           with_data_state=True)
+                           with_data_state=True,
+                           ema=state.ema if with_ema else None)
     state = step.TrainState(params=restored['model']['params'],
                             batch_stats=restored['model']['batch_stats'],
-                            **restored['optimizer'])
+                            ema=restored.get('ema'), **restored['optimizer'])
+    if ema_decay and not with_ema:
+      logging.warning('The latest checkpoint has no EMA of the weights: it '
+                      'starts at the restored ones.')
+      state = state.replace(ema={}).with_fresh_ema()
     batches.set_state(restored['data'])
     loop = {'phase': 1, 'phase_epoch': restored['loop']['epoch'],
             **restored['loop']}
@@ -353,19 +372,21 @@ def train(config: ml_collections.ConfigDict,
     run.save('latest', int(state.step), model=state.model_variables,
              loop=loop, optimizer={'step': state.step,
                                    'opt_state': state.opt_state},
-             data_state=data_state)
+             data_state=data_state, ema=state.ema)
 
   def next_phase(state: step.TrainState):
     """Starts the phase after loop['phase'] from that phase's best state,
     with a fresh optimizer, schedule and early-stopping counters."""
     run.wait_until_finished()
+    # With EMA: the best EMA weights, where the EMA restarts too.
     best = run.restore('best', model=state.model_variables)['model']
     phase = plan[loop['phase']]
     optimizer, train_step = setup(phase)
     # The step count goes on: checkpoints and dropout keys stay unique.
     state = state.replace(params=best['params'],
                           batch_stats=best['batch_stats'],
-                          opt_state=init_opt_state(optimizer, best['params']))
+                          opt_state=init_opt_state(optimizer, best['params'])
+                          ).with_fresh_ema()
     plateau = optim.ReduceOnPlateau(phase.train.plateau_factor,
                                     phase.train.plateau_patience)
     logging.info('Phase %d/%d (%s, %d epochs) starts from the best state of '
@@ -431,7 +452,7 @@ def train(config: ml_collections.ConfigDict,
 
       val_split = data.splits['val']
       # Every process evaluates the whole split alone (no collectives).
-      val = inference.evaluate(logits_fn, _local(state.model_variables),
+      val = inference.evaluate(logits_fn, _local(state.eval_variables),
                                val_split.images, val_split.labels,
                                data.class_names, config.train.eval_batch_size)
       train_metrics = metrics.classification_metrics(
@@ -483,7 +504,7 @@ def train(config: ml_collections.ConfigDict,
       if _improved(record[metric], loop['best_value'], metric):
         loop.update(best_value=record[metric], best_epoch=epoch,
                     epochs_without_improvement=0, partial_epoch=None)
-        run.save('best', int(state.step), model=state.model_variables,
+        run.save('best', int(state.step), model=state.eval_variables,
                  loop=loop)
       else:
         loop['epochs_without_improvement'] += 1

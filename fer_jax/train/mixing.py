@@ -1,0 +1,91 @@
+"""Mixup and CutMix of a batch, inside the jitted train step.
+
+Mixup (Zhang et al. 2018) blends every image with a partner; CutMix (Yun et
+al. 2019) pastes a box of the partner into it. As in timm's Mixup (batch
+mode): the partners are the batch reversed, the weight `lam` of each
+image's own label is drawn once per batch from Beta(alpha, alpha), CutMix's
+box covers about 1 - lam of the image and lam is then corrected to the
+box's actual area (clipped at the border), and with both alphas > 0 each
+batch uses one of the two with probability 0.5 (switch_prob=0.5). The loss
+is lam * CE(own labels) + (1 - lam) * CE(partner labels)
+(`step.mixed_cross_entropy`); train accuracy is still measured against the
+own, unmixed labels.
+"""
+
+import math
+import numbers
+
+import jax
+import jax.numpy as jnp
+
+from fer_jax.errors import UserError
+
+
+def check(mixup_alpha: float, cutmix_alpha: float) -> bool:
+  """Validates config.train.{mixup,cutmix}_alpha; whether either is on."""
+  for name, value in (('mixup_alpha', mixup_alpha),
+                      ('cutmix_alpha', cutmix_alpha)):
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+        or not 0 <= value < math.inf):
+      raise UserError(f'config.train.{name}={value!r} must be a number >= 0 '
+                      '(0: off).')
+  return bool(mixup_alpha or cutmix_alpha)
+
+
+def partner(x: jnp.ndarray) -> jnp.ndarray:
+  """Each example's partner: the batch reversed."""
+  return x[::-1]
+
+
+def cutmix_box(rng: jax.Array, lam: jnp.ndarray, height: int,
+               width: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(mask [H, W], lam): a box of side sqrt(1 - lam) times the image's,
+  centred uniformly and clipped at the border (timm's rand_bbox); True in
+  the box. The returned lam is 1 - the box's area fraction."""
+  ratio = jnp.sqrt(1 - lam)
+  cut_height = (height * ratio).astype(jnp.int32)
+  cut_width = (width * ratio).astype(jnp.int32)
+  y_key, x_key = jax.random.split(rng)
+  centre_y = jax.random.randint(y_key, (), 0, height)
+  centre_x = jax.random.randint(x_key, (), 0, width)
+  top = jnp.clip(centre_y - cut_height // 2, 0, height)
+  bottom = jnp.clip(centre_y + cut_height // 2, 0, height)
+  left = jnp.clip(centre_x - cut_width // 2, 0, width)
+  right = jnp.clip(centre_x + cut_width // 2, 0, width)
+  rows = jnp.arange(height)[:, None]
+  cols = jnp.arange(width)[None, :]
+  mask = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+  area = (bottom - top) * (right - left)
+  return mask, 1 - area / (height * width)
+
+
+def mix(images: jnp.ndarray, rng: jax.Array, mixup_alpha: float,
+        cutmix_alpha: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(mixed images, lam) for float `images` [N, H, W(, C)].
+
+  `lam` (float32 scalar) is the weight of each image's own label, 1 - lam
+  that of its `partner`'s. The alphas are static Python numbers, at least
+  one > 0.
+  """
+  switch_key, lam_key, box_key = jax.random.split(rng, 3)
+  if mixup_alpha and cutmix_alpha:
+    use_cutmix = jax.random.bernoulli(switch_key)
+    alpha = jnp.where(use_cutmix, cutmix_alpha, mixup_alpha)
+  else:
+    use_cutmix = bool(cutmix_alpha)
+    alpha = cutmix_alpha or mixup_alpha
+  lam = jax.random.beta(lam_key, alpha, alpha).astype(jnp.float32)
+  others = partner(images)
+  mixed = cut = None
+  if mixup_alpha:
+    mixed = (lam * images + (1 - lam) * others).astype(images.dtype)
+  if cutmix_alpha:
+    mask, box_lam = cutmix_box(box_key, lam, *images.shape[1:3])
+    mask = mask.reshape(mask.shape + (1,) * (images.ndim - 3))
+    cut = jnp.where(mask, others, images)
+  if mixup_alpha and cutmix_alpha:
+    return (jnp.where(use_cutmix, cut, mixed),
+            jnp.where(use_cutmix, box_lam, lam).astype(jnp.float32))
+  if cutmix_alpha:
+    return cut, box_lam.astype(jnp.float32)
+  return mixed, lam
