@@ -128,7 +128,11 @@ class RunDir:
     if kind not in self._managers:
       # Two latest checkpoints, so a damaged newest one has a fallback.
       options = ocp.CheckpointManagerOptions(
-          max_to_keep=2 if kind == 'latest' else 1, create=True)
+          max_to_keep=2 if kind == 'latest' else 1, create=True,
+          # With several processes, the best and latest managers may save
+          # the same step at once; their barriers must not share names.
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=kind))
       self._managers[kind] = ocp.CheckpointManager(
           os.path.join(self.path, 'checkpoints', kind), options=options)
     return self._managers[kind]

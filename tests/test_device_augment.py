@@ -288,5 +288,7 @@ def test_erasing_leaves_the_other_device_draws_unchanged():
   images = _batch(_noise(), 16)
   without = _run(host_augment.RandomAugment(brightness=0.2), images)
   out = _run(settings, images)
-  same = (out == without).all(axis=(1, 2))
+  # Close, not equal: the two programs may round differently (XLA fuses
+  # them differently); an erased box changes grey levels by far more.
+  same = np.isclose(out, without, rtol=0, atol=1e-3).all(axis=(1, 2))
   assert same.any() and not same.all()
