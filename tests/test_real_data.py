@@ -58,16 +58,16 @@ def test_ferplus_majority_labels():
 def test_brief_training_on_a_subset(tmp_path):
   config = default_config()
   config.data.path = TAR
-  config.data.max_per_class = 40
+  config.data.max_per_class = 20
   config.train.epochs = 1
-  config.train.batch_size = 32
+  config.train.batch_size = 16
   config.model.dropout = 0.15
   run, data = loop.train(config, str(tmp_path))
-  assert len(data.splits['train']) == 7 * 40
+  assert len(data.splits['train']) == 7 * 20
   result = report.write_report(run, data)
   assert result['test']['confusion_matrix'] and len(
       result['test']['per_class']) == 7
-  assert sum(map(sum, result['test']['confusion_matrix'])) == 7 * 40
+  assert sum(map(sum, result['test']['confusion_matrix'])) == 7 * 20
 
 
 def test_class_options_on_real_data(csv_data):
