@@ -26,6 +26,8 @@ from fer_jax.data.preprocess import InputSpec
 from fer_jax.export import onnx_export
 from fer_jax.predict import onnx_predictor, predictor
 
+import timing  # experiments/timing.py, beside this script.
+
 flags.DEFINE_string('workdir', None, 'Training run directory (optional).')
 flags.DEFINE_string('model', 'resnet_small',
                     'Without --workdir: the model, default config, random '
@@ -49,15 +51,6 @@ def _trained() -> inference.TrainedModel:
   return inference.TrainedModel(model, variables, spec, CLASSES, {})
 
 
-def _median_ms(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000 * float(np.median(times))
-
-
 def main(argv):
   del argv
   trained = _trained()
@@ -79,7 +72,7 @@ def main(argv):
         model.classify(crops)  # JAX compiles this batch shape.
         first = 1000 * (time.perf_counter() - start)
         # pylint: disable-next=cell-var-from-loop
-        steady = _median_ms(lambda: model.classify(crops), flags.FLAGS.repeats)
+        steady = timing.median_ms(lambda: model.classify(crops), flags.FLAGS.repeats)
         rows.append((name, faces, first, steady, steady / faces))
   print(f'{flags.FLAGS.workdir or flags.FLAGS.model}: ONNX file '
         f'{size_mb:.2f} MB, {os.cpu_count()} CPU cores')

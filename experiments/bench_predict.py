@@ -16,21 +16,14 @@ from absl import app, flags
 
 from fer_jax.predict import detect, predictor
 
+import timing  # experiments/timing.py, beside this script.
+
 flags.DEFINE_string('workdir', None, 'Training run directory.')
 flags.DEFINE_integer('repeats', 20, 'Timed calls per figure (median).')
 flags.mark_flags_as_required(['workdir'])
 
 PHOTO = str(matplotlib.cbook.get_sample_data('grace_hopper.jpg',
                                              asfileobj=False))
-
-
-def _median_ms(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000 * float(np.median(times))
 
 
 def main(argv):
@@ -46,7 +39,7 @@ def main(argv):
       start = time.perf_counter()
       model.classify(crops)  # Compiles this batch shape.
       first = 1000 * (time.perf_counter() - start)
-      steady = _median_ms(lambda: model.classify(crops), repeats)  # pylint: disable=cell-var-from-loop
+      steady = timing.median_ms(lambda: model.classify(crops), repeats)  # pylint: disable=cell-var-from-loop
       rows.append((f'classify {faces} face(s)'
                    f'{", ten-crop" if ten_crop else ""}', first, steady,
                    steady / faces))
@@ -63,7 +56,7 @@ def main(argv):
     start = time.perf_counter()
     found = len(detect.find_faces(photo, haar, 32))
     first = 1000 * (time.perf_counter() - start)
-    steady = _median_ms(lambda: detect.find_faces(photo, haar, 32), repeats)  # pylint: disable=cell-var-from-loop
+    steady = timing.median_ms(lambda: detect.find_faces(photo, haar, 32), repeats)  # pylint: disable=cell-var-from-loop
     rows.append((f'detect {width}x{height} ({found} face)', first, steady,
                  steady / max(found, 1)))
   print('| what | first call ms | steady ms | steady ms per face |')

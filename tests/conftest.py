@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pytest
 
+import fakedata
 from fer_jax.data.sources import FER2013_CLASSES
 
 USAGES = ('Training', 'PublicTest', 'PrivateTest')
@@ -144,6 +145,16 @@ class SyntheticFer:
       for i in order:
         archive.writestr(names[i], files[names[i]])
     return str(path)
+
+
+@pytest.fixture(scope='module')
+def csv_path(tmp_path_factory) -> str:
+  """fer2013.csv that a tiny model can learn from (fakedata): 12, 4 and 4
+  images per class for Training, PublicTest, PrivateTest. Files that need
+  other counts define their own."""
+  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
+  return path
 
 
 @pytest.fixture

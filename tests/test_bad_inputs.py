@@ -29,13 +29,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ('train_seconds', 'train_images_per_second')
 
 
-@pytest.fixture(scope='module')
-def csv_path(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
-  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
-  return path
-
-
 def _main(*overrides, workdir):
   """`python -m fer_jax.main` on a tiny model, as a user would run it."""
   command = [sys.executable, '-m', 'fer_jax.main',

@@ -7,7 +7,6 @@ because with Adam the stem conv's bias follows rounding noise (see
 test_multidevice.py).
 """
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 import fakedata
-from fer_jax import inference, rundir
+from fer_jax import inference, rundir, sweeps
 from fer_jax.config import default_config
 from fer_jax.data import pipeline, sources
 from fer_jax.errors import UserError
@@ -42,11 +41,8 @@ def _free_port() -> int:
 
 def _config(data: str) -> ml_collections.ConfigDict:
   """The config that _FLAGS make (for the in-process run)."""
-  spec = importlib.util.spec_from_file_location(
-      'resnet_small_config', os.path.join(_ROOT, 'configs', 'resnet_small.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = sweeps.load_config(os.path.join(_ROOT, 'configs',
+                                           'resnet_small.py'))
   config.data.path = data
   config.model.update(stem_features=8, block_features=(8, 16))
   config.train.update(epochs=1, batch_size=16, optimizer='sgd',

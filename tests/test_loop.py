@@ -8,18 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-import fakedata
 from fer_jax import inference, rundir
 from fer_jax.config import default_config
 from fer_jax.evaluate import report
 from fer_jax.train import loop
-
-
-@pytest.fixture(scope='module')
-def csv_path(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
-  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
-  return path
 
 
 def tiny_config(data_path, **train):

@@ -20,13 +20,6 @@ SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
 TIMING_KEYS = ('train_seconds', 'train_images_per_second')
 
 
-@pytest.fixture(scope='module')
-def csv_path(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('data') / 'fer2013.csv')
-  fakedata.write_challenge_csv(path, per_class=(12, 4, 4))
-  return path
-
-
 def _train(*specs, epochs=0, **overrides):
   config = default_config().train
   config.phases = specs

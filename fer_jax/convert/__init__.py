@@ -40,8 +40,7 @@ import numpy as np
 from flax import serialization, traverse_util
 
 from fer_jax import models
-from fer_jax.convert import keras_h5
-from fer_jax.convert import timm_swin
+from fer_jax.convert import keras_h5, reading, timm_swin
 from fer_jax.errors import UserError
 
 VARIABLES = 'variables.msgpack'
@@ -79,13 +78,7 @@ def _check_arch(arch: str) -> None:
 
 def read_torch_state_dict(path: str, arch: str) -> dict[str, np.ndarray]:
   """A torchvision .pth state dict (or a checkpoint holding one) as numpy."""
-  if not os.path.isfile(path):
-    raise UserError(f'No weights file {path!r}: {how_to_obtain(arch)}.')
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError(f'Reading {path} needs torch: pip install -e ".[torch]".'
-                    ) from None
+  torch = reading.library_for(path, 'torch', 'torch', how_to_obtain(arch))
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except

@@ -20,14 +20,13 @@ ImageNet channel means, no scaling): config.data.normalization='caffe'.
 Needs h5py only (the `keras` extra).
 """
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
 from fer_jax import models
+from fer_jax.convert import reading
 from fer_jax.errors import UserError
 from fer_jax.models import vgg
 
@@ -91,13 +90,7 @@ def _check_arch(arch: str) -> None:
 def read_layers(path: str, arch: str) -> dict[str, list[np.ndarray]]:
   """{layer name: its arrays in `weight_names` order} of the layers with
   weights in a Keras legacy .h5 weights (or whole-model) file."""
-  if not os.path.isfile(path):
-    raise UserError(f'No weights file {path!r}: {how_to_obtain(arch)}.')
-  try:
-    import h5py  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError(f'Reading {path} needs h5py: pip install -e ".[keras]".'
-                    ) from None
+  h5py = reading.library_for(path, 'h5py', 'keras', how_to_obtain(arch))
   try:
     f = h5py.File(path, 'r')
   except OSError as e:

@@ -14,11 +14,11 @@ checkpoint_filter_fn does. The weights expect 224x224 RGB input with
 ImageNet normalisation.
 """
 
-import os
 import re
 
 import numpy as np
 
+from fer_jax.convert import reading
 from fer_jax.errors import UserError
 
 # Port -> timm model name.
@@ -44,15 +44,10 @@ def how_to_obtain(arch: str) -> str:
 def read_safetensors(path: str, how_to_obtain_it: str
                      ) -> dict[str, np.ndarray]:
   """A .safetensors state dict as numpy arrays (no torch needed)."""
-  if not os.path.isfile(path):
-    raise UserError(f'No weights file {path!r}: {how_to_obtain_it}.')
+  safetensors_numpy = reading.library_for(path, 'safetensors.numpy', 'torch',
+                                          how_to_obtain_it)
   try:
-    import safetensors.numpy  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise UserError(f'Reading {path} needs safetensors: pip install -e '
-                    '".[torch]".') from None
-  try:
-    state = safetensors.numpy.load_file(path)
+    state = safetensors_numpy.load_file(path)
   except Exception as e:  # pylint: disable=broad-except
     raise UserError(f'{path} is not a readable .safetensors file ({e}); '
                     f'{how_to_obtain_it}.') from None

@@ -45,17 +45,24 @@ def draw(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
   return image
 
 
-def write(path: str, bgr: np.ndarray) -> str:
-  """Writes `bgr` to `path`, with '.png' appended unless it names a JPEG or
-  PNG file; returns the path written."""
-  cv2 = opencv.require('Writing annotated copies (--out)')
-  if os.path.splitext(path)[1].lower() not in ('.jpg', '.jpeg', '.png'):
-    path += '.png'
+def output_path(path: str, suffixes: tuple[str, ...]) -> str:
+  """`path` with suffixes[0] appended unless it ends in one of `suffixes`,
+  its folder made (a UserError naming --out if it cannot be)."""
+  if os.path.splitext(path)[1].lower() not in suffixes:
+    path += suffixes[0]
   try:
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   except OSError as e:
     raise UserError(f'Cannot create the folder of {path} ({e.strerror}); '
                     'choose another --out.') from None
+  return path
+
+
+def write(path: str, bgr: np.ndarray) -> str:
+  """Writes `bgr` to `path`, with '.png' appended unless it names a JPEG or
+  PNG file; returns the path written."""
+  cv2 = opencv.require('Writing annotated copies (--out)')
+  path = output_path(path, ('.png', '.jpg', '.jpeg'))
   if not cv2.imwrite(path, bgr):
     raise UserError(f'Cannot write {path}; choose another --out.')
   return path

@@ -100,13 +100,7 @@ class Frame:
 
 def _writer(path: str, fps: float, width: int, height: int):
   """An mp4 cv2.VideoWriter at `path` ('.mp4' appended unless there)."""
-  if os.path.splitext(path)[1].lower() != '.mp4':
-    path += '.mp4'
-  try:
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  except OSError as e:
-    raise UserError(f'Cannot create the folder of {path} ({e.strerror}); '
-                    'choose another --out.') from None
+  path = annotate.output_path(path, ('.mp4',))
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps,
                            (width, height))
   if not writer.isOpened():
