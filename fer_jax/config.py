@@ -17,7 +17,12 @@ def default_config() -> ml_collections.ConfigDict:
   # data_dir prepared by `python -m fer_jax.data.tfds_fer2013`.
   data.path = ''
   data.ferplus_path = ''  # fer2013new.csv: FER+ labels over the CSV rows.
-  data.label_mode = 'majority'  # How FER+ votes become labels.
+  # How FER+ votes become the train split's targets (data/sources.py,
+  # ferplus_targets): 'majority', 'probability' (a label drawn from the vote
+  # distribution every step), 'crossentropy' (fit the distribution) or
+  # 'multi_target' (any emotion with >= 30% of the votes is right). Val and
+  # test always use majority labels.
+  data.label_mode = 'majority'
   data.on_bad_record = 'error'  # Or 'skip': skip bad records, count them.
   # Image folders without Training_/PublicTest_/PrivateTest_ names.
   data.split_ratios = (0.7, 0.15, 0.15)
@@ -96,6 +101,13 @@ def default_config() -> ml_collections.ConfigDict:
   # is still measured against the unmixed labels (fer_jax/train/mixing.py).
   train.mixup_alpha = 0.0
   train.cutmix_alpha = 0.0
+  # Knowledge distillation (fer_jax/train/distill.py): a trained run
+  # directory whose best checkpoint teaches, on the same classes; '': off.
+  # loss = (1 - weight) * hard loss + weight * T^2 * KL(teacher || student)
+  # at temperature T.
+  train.distill_from = ''
+  train.distill_temperature = 4.0
+  train.distill_weight = 0.5
   train.early_stopping_patience = 10  # Epochs without improvement; 0: off.
   # Chooses the best checkpoint and drives early stopping (higher is better,
   # except for *loss).

@@ -7,6 +7,7 @@
 Each best checkpoint is restored and re-evaluated on val and test (the run's
 report.json is rewritten); the tables go to <out>/summary.md and .csv, each
 run's figures to <out>/<run name>/. A sweep directory stands for its runs.
+With --ensemble, the runs' ensemble goes to <out>/ensemble.md and .json.
 """
 
 from absl import app, flags, logging
@@ -22,6 +23,9 @@ flags.DEFINE_string('data_path', '', 'Dataset location, when config.json\'s '
 flags.DEFINE_bool('ten_crop', False, 'Also evaluate with ten-crop test-time '
                   'augmentation, reported beside single-crop.')
 flags.DEFINE_integer('tsne_points', 1000, 'Test images in the t-SNE plots.')
+flags.DEFINE_bool('ensemble', False, 'Also evaluate the ensemble of all the '
+                  'runs (mean class probabilities) into <out>/ensemble.md; '
+                  'they must share the val / test data and classes.')
 flags.mark_flags_as_required(['workdirs', 'out'])
 
 
@@ -31,7 +35,8 @@ def main(argv):
     path = regenerate.regenerate(
         flags.FLAGS.workdirs + argv[1:], flags.FLAGS.out,
         data_path=flags.FLAGS.data_path, ten_crop=flags.FLAGS.ten_crop,
-        tsne_points=flags.FLAGS.tsne_points)
+        tsne_points=flags.FLAGS.tsne_points,
+        with_ensemble=flags.FLAGS.ensemble)
   print(f'tables: {path}')
 
 

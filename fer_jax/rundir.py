@@ -9,6 +9,8 @@
   checkpoints/best   orbax: model and loop state of the best epoch so far
   report.json        val and test metrics of the best checkpoint
   confusion_matrix.png
+  release.json       only in a released copy (python -m fer_jax.release):
+                     provenance and the checkpoint's sha256
 
 Checkpoints are numbered by train step and hold items `model` ({params,
 batch_stats}), `optimizer` ({step, opt_state}), `loop` (JSON: epoch,
@@ -19,6 +21,7 @@ weights (what was validated), and a latest checkpoint holds the trained
 weights in `model` and their EMA in an item `ema` ({params, batch_stats}).
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -34,6 +37,7 @@ DATASET = 'dataset.json'
 METRICS = 'metrics.jsonl'
 REPORT = 'report.json'
 TENSORBOARD = 'tensorboard'
+RELEASE = 'release.json'
 
 
 def as_json(config: ml_collections.ConfigDict) -> dict:
@@ -139,6 +143,26 @@ class RunDir:
 
   def latest_step(self, kind: str = 'latest') -> int | None:
     return self._manager(kind).latest_step()
+
+  @property
+  def is_released(self) -> bool:
+    """A released copy (fer_jax.release): its report.json is the reference
+    that re-evaluations are compared with, never overwritten."""
+    return os.path.isfile(self.file(RELEASE))
+
+  def checkpoint_sha256(self, kind: str = 'best') -> str:
+    """sha256 over the files of the newest `kind` checkpoint: each one's
+    path relative to the checkpoint, then its bytes, in sorted order."""
+    root = os.path.join(self.path, 'checkpoints', kind,
+                        str(self.latest_step(kind)))
+    digest = hashlib.sha256()
+    paths = sorted(os.path.relpath(os.path.join(folder, name), root)
+                   for folder, _, names in os.walk(root) for name in names)
+    for path in paths:
+      digest.update(path.replace(os.sep, '/').encode() + b'\0')
+      with open(os.path.join(root, path), 'rb') as f:
+        digest.update(f.read())
+    return digest.hexdigest()
 
   def has_item(self, kind: str, step: int, item: str) -> bool:
     """Whether checkpoint `kind` of `step` holds `item` (e.g. 'ema')."""

@@ -33,3 +33,27 @@ def write_challenge_csv(path: str, per_class=(12, 4, 4), seed=0) -> dict:
         f.write(f'{label},{" ".join(map(str, image.ravel()))},{usage}\n')
       written[usage] = (images, labels)
   return written
+
+
+# FER2013 class -> its FER+ column (fer_jax.data.sources.FERPLUS_CLASSES).
+FERPLUS_COLUMN = {'angry': 4, 'disgust': 5, 'fear': 6, 'happy': 1, 'sad': 3,
+                  'surprise': 2, 'neutral': 0}
+
+
+def write_ferplus_votes(path: str, written: dict, seed=0) -> None:
+  """Writes fer2013new.csv over the rows of `write_challenge_csv`'s file:
+  7 of 10 votes for each row's own class, 3 for another emotion."""
+  rng = np.random.default_rng(seed)
+  lines = ['Usage,Image name,neutral,happiness,surprise,sadness,anger,'
+           'disgust,fear,contempt,unknown,NF']
+  row = 0
+  for usage in USAGES:
+    for label in written[usage][1]:
+      votes = np.zeros(10, np.int64)
+      own = FERPLUS_COLUMN[FER2013_CLASSES[label]]
+      votes[own] = 7
+      votes[rng.choice([c for c in range(8) if c != own])] = 3
+      lines.append(f'{usage},fer{row:07d}.png,{",".join(map(str, votes))}')
+      row += 1
+  with open(path, 'w') as f:
+    f.write('\n'.join(lines) + '\n')

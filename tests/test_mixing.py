@@ -20,27 +20,33 @@ IMAGES = jnp.broadcast_to(jnp.arange(8, dtype=jnp.float32)[:, None, None,
 mix = jax.jit(mixing.mix, static_argnums=(2, 3))
 
 
-def test_mixed_cross_entropy_is_the_lambda_weighted_combination():
+def test_mixed_loss_is_the_lambda_weighted_combination():
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
   labels = jnp.array([0, 1, 2, 3, 0, 1])
-  partners = jnp.array([1, 0, 3, 2, 2, 0])
+  partners = labels[::-1]
+  targets = jax.nn.one_hot(labels, 4)
   weights = jnp.asarray(rng.uniform(0.5, 2, 4), jnp.float32)
   lam = 0.3
-  loss = step.mixed_cross_entropy(logits, labels, partners, lam, weights, 0.1)
-  expected = (lam * step.cross_entropy(logits, labels, weights, 0.1)
-              + (1 - lam) * step.cross_entropy(logits, partners, weights, 0.1))
+  loss = step.mixed_loss(logits, targets, labels, lam, class_weights=weights,
+                         label_smoothing=0.1)
+  expected = (lam * step.cross_entropy(logits, targets, weights[labels], 0.1)
+              + (1 - lam) * step.cross_entropy(
+                  logits, jax.nn.one_hot(partners, 4), weights[partners],
+                  0.1))
   np.testing.assert_allclose(loss, expected, rtol=1e-6)
   # Equal weights: the cross-entropy against mixed, smoothed targets.
-  targets = optax.smooth_labels(lam * jax.nn.one_hot(labels, 4) + (1 - lam)
-                                * jax.nn.one_hot(partners, 4), 0.1)
+  mixed_targets = optax.smooth_labels(lam * targets + (1 - lam)
+                                      * jax.nn.one_hot(partners, 4), 0.1)
   np.testing.assert_allclose(
-      step.mixed_cross_entropy(logits, labels, partners, lam, jnp.ones(4),
-                               0.1),
-      optax.softmax_cross_entropy(logits, targets).mean(), rtol=1e-6)
+      step.mixed_loss(logits, targets, labels, lam,
+                      class_weights=jnp.ones(4), label_smoothing=0.1),
+      optax.softmax_cross_entropy(logits, mixed_targets).mean(), rtol=1e-6)
   np.testing.assert_allclose(  # lam 1: the plain loss.
-      step.mixed_cross_entropy(logits, labels, partners, 1.0, weights, 0.1),
-      step.cross_entropy(logits, labels, weights, 0.1), rtol=1e-6)
+      step.mixed_loss(logits, targets, labels, 1.0, class_weights=weights,
+                      label_smoothing=0.1),
+      step.classification_loss(logits, targets, labels, weights, 0.1),
+      rtol=1e-6)
 
 
 def test_mixup_blends_each_image_with_the_reversed_batch():

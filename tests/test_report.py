@@ -2,15 +2,20 @@
 logged for the best checkpoint, beside ten-crop, and every figure is drawn."""
 
 import csv
+import json
+import logging
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import fakedata
-from fer_jax import rundir
-from fer_jax.evaluate import tables
+from fer_jax import release, rundir
+from fer_jax.errors import UserError
+from fer_jax.evaluate import ensemble, regenerate, tables
+from fer_jax.predict import predictor
 from fer_jax.train import loop
 from test_loop import tiny_config
 from test_plots import assert_png
@@ -127,3 +132,80 @@ def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):
       'sweep directory of them; give the --workdir of a training run or of '
       'a sweep.')
   assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
+                                                         monkeypatch, caplog):
+  run, _ = reported
+  released_dir = str(tmp_path / 'pretrained')
+  info = release.release(run.path, released_dir, command='python -m ...',
+                         commit='abc123', device='cpu', wall_time='1 s')
+  released = rundir.RunDir(released_dir, create=False)
+  assert released.is_released
+  # The best checkpoint only, no optimizer state, TensorBoard or latest.
+  assert sorted(os.listdir(released_dir)) == sorted(
+      [rundir.CONFIG, rundir.DATASET, rundir.METRICS, rundir.REPORT,
+       rundir.RELEASE, 'checkpoints'])
+  assert os.listdir(os.path.join(released_dir, 'checkpoints')) == ['best']
+  assert info == released.read_json(rundir.RELEASE)
+  assert info['commit'] == 'abc123' and info['source_workdir'] == run.path
+  assert info['checkpoint_sha256'] == run.checkpoint_sha256('best')
+  shipped = run.read_json(rundir.REPORT)
+  assert info['test']['accuracy'] == shipped['test']['accuracy']
+  assert set(info['test']['f1']) == set(shipped['class_names'])
+
+  kept = open(released.file(rundir.REPORT), 'rb').read()
+  caplog.set_level(logging.INFO)
+  # The run trained on 'fer2013.csv' relative to its parent folder. With
+  # the run itself beside it: an ensemble of two identical models.
+  data_path = os.path.join(os.path.dirname(run.path), 'fer2013.csv')
+  out = tmp_path / 'out'
+  regenerate.regenerate([released_dir, run.path], str(out),
+                        data_path=data_path, tsne_points=20,
+                        with_ensemble=True)
+  assert open(released.file(rundir.REPORT), 'rb').read() == kept
+  name = regenerate.run_names([released_dir, run.path])[0]
+  fresh = json.load(open(out / name / rundir.REPORT))
+  assert fresh['test'] == shipped['test']
+  assert f'{name} test accuracy' in caplog.text
+  assert 'not reproduced' not in caplog.text
+  ensembled = json.load(open(out / 'ensemble.json'))
+  assert ensembled['num_params'] == 2 * shipped['num_params']
+  for split in ('val', 'test'):
+    assert ensembled[split]['accuracy'] == shipped[split]['accuracy']
+    assert ensembled[split]['confusion_matrix'] == (
+        shipped[split]['confusion_matrix'])
+  assert 'Ensemble of 2 runs' in open(out / 'ensemble.md').read()
+
+  # The predictor's default model is the shipped run directory.
+  monkeypatch.setattr(predictor, 'PRETRAINED_DIR', released_dir)
+  faces = predictor.Predictor.from_workdir(detect_faces=False).classify(
+      fakedata.class_images(np.arange(3)))
+  np.testing.assert_allclose(faces.sum(1), 1, rtol=1e-5)
+
+
+def _member(name, logits, labels=(0, 1, 2, 2), classes=('a', 'b', 'c')):
+  logits = np.log(np.asarray(logits, np.float64))
+  report = {'num_params': 10, 'mflops': 1.5}
+  return ensemble.Member(name, classes, {s: np.array(labels)
+                                          for s in ('val', 'test')},
+                         report, {'val': logits, 'test': logits}, None)
+
+
+def test_an_ensemble_averages_the_members_probabilities():
+  # Member a is right on faces 0, 1; member b on 2, 3; their mean on 0, 2, 3
+  # (on face 1 a's 0.5 for 'b' loses to the mean's 0.55 for 'a').
+  a_probabilities = [[.8, .1, .1], [.4, .5, .1], [.4, .3, .3], [.5, .1, .4]]
+  a = _member('a', a_probabilities)
+  b = _member('b', [[.4, .3, .3], [.7, .2, .1], [.1, .1, .8], [.1, .1, .8]])
+  result = ensemble.evaluate([a, b])
+  assert result['members'] == ['a', 'b']
+  assert result['num_params'] == 20 and result['mflops'] == 3.0
+  assert result['test']['accuracy'] == 0.75
+  assert result['val']['confusion_matrix'] == [[1, 0, 0], [1, 0, 0],
+                                               [0, 0, 2]]
+  assert 'ten_crop' not in result
+  with pytest.raises(UserError, match='at least two runs'):
+    ensemble.evaluate([a])
+  with pytest.raises(UserError, match='Run c does not predict the same'):
+    ensemble.evaluate([a, _member('c', a_probabilities, labels=(0, 0, 0, 0))])

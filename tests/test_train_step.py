@@ -64,21 +64,62 @@ def test_train_step_updates_batch_statistics_and_is_deterministic():
                                    again.params))
 
 
-def test_cross_entropy_class_weights_and_label_smoothing():
+def test_classification_loss_class_weights_and_label_smoothing():
   logits = jnp.array([[2.0, 0.0], [0.0, 2.0]])
   labels = jnp.array([0, 0])
   per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  plain = step.cross_entropy(logits, labels, jnp.ones(2), 0.0)
+  loss = lambda labels, weights, smoothing: step.classification_loss(
+      logits[:len(labels)], jax.nn.one_hot(labels, 2), labels, weights,
+      smoothing)
+  plain = loss(labels, jnp.ones(2), 0.0)
   assert np.isclose(plain, per_example.mean())
   # With one class only in the batch, its weight cancels out.
-  weighted = step.cross_entropy(logits, labels, jnp.array([3.0, 1.0]), 0.0)
-  assert np.isclose(weighted, plain)
-  mixed = step.cross_entropy(logits, jnp.array([0, 1]), jnp.array([3.0, 1.0]),
-                             0.0)
+  assert np.isclose(loss(labels, jnp.array([3.0, 1.0]), 0.0), plain)
+  mixed = loss(jnp.array([0, 1]), jnp.array([3.0, 1.0]), 0.0)
   assert np.isclose(mixed, per_example[0])  # Both examples are right alike.
-  smoothed = step.cross_entropy(logits[:1], labels[:1], jnp.ones(2), 0.2)
+  smoothed = loss(labels[:1], jnp.ones(2), 0.2)
   log_p = jax.nn.log_softmax(logits[0])
   assert np.isclose(smoothed, -(0.9 * log_p[0] + 0.1 * log_p[1]))
+  # Soft targets: the cross-entropy against the distribution.
+  soft = jnp.array([[0.75, 0.25], [0.5, 0.5]])
+  np.testing.assert_allclose(
+      step.classification_loss(logits, soft, labels, jnp.ones(2), 0.0),
+      -(soft * jax.nn.log_softmax(logits)).sum(1).mean(), rtol=1e-6)
+
+
+def test_multi_target_loss_rewards_any_emotion_of_the_set():
+  targets = jnp.array([[0.6, 0.4, 0.0], [0.6, 0.4, 0.0]])
+  labels = jnp.array([0, 0])
+  # Both rows put their mass on one member of the set: equal loss.
+  logits = jnp.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+  losses = [step.classification_loss(logits[i:i + 1], targets[i:i + 1],
+                                     labels[i:i + 1], jnp.ones(3), 0.0,
+                                     'multi_target') for i in range(2)]
+  p_top = jax.nn.softmax(logits[0])[0]
+  np.testing.assert_allclose(losses, [-np.log(p_top)] * 2, rtol=1e-6)
+  # Off the set, a class counts MULTI_TARGET_EPSILON times its probability.
+  off = jnp.array([[0.0, 0.0, 9.0]])
+  p = jax.nn.softmax(off[0])
+  np.testing.assert_allclose(
+      step.classification_loss(off, targets[:1], labels[:1], jnp.ones(3),
+                               0.0, 'multi_target'),
+      -np.log(max(p[0], p[1], step.MULTI_TARGET_EPSILON * p[2])), rtol=1e-5)
+
+
+def test_probability_mode_draws_labels_from_the_vote_distribution():
+  distribution = jnp.array([0.5, 0.3, 0.2, 0.0])
+  batch = {'label': jnp.zeros(20000, jnp.int32),
+           'targets': jnp.broadcast_to(distribution, (20000, 4))}
+  drawn = step.training_targets(batch, 'probability', 4, jax.random.key(0))
+  assert set(np.unique(drawn.sum(1))) == {1.0}  # One-hot.
+  np.testing.assert_allclose(drawn.mean(0), distribution, atol=0.01)
+  assert not drawn[:, 3].any()
+  np.testing.assert_array_equal(
+      step.training_targets(batch, 'crossentropy', 4, None),
+      batch['targets'])
+  np.testing.assert_array_equal(
+      step.training_targets(batch, 'majority', 4, None),
+      jax.nn.one_hot(batch['label'], 4))
 
 
 def test_cosine_schedule_warms_up_then_decays():

@@ -38,11 +38,16 @@ def select_classes(data: sources.FerData, names: list[str]) -> sources.FerData:
                     'least two distinct classes from '
                     f'{",".join(data.class_names)}.')
   new_label = np.full(data.num_classes, -1, np.int32)
-  new_label[[data.class_names.index(n) for n in names]] = np.arange(len(names))
+  columns = [data.class_names.index(n) for n in names]
+  new_label[columns] = np.arange(len(names))
   splits = {}
   for name, split in data.splits.items():
     kept = split.take(np.flatnonzero(new_label[split.labels] >= 0))
-    splits[name] = sources.Split(kept.images, new_label[kept.labels])
+    targets = kept.targets
+    if targets is not None:  # The kept classes' share, renormalised.
+      targets = targets[:, columns]
+      targets /= targets.sum(axis=1, keepdims=True)
+    splits[name] = sources.Split(kept.images, new_label[kept.labels], targets)
   return sources.FerData(tuple(names), splits, data.skipped)
 
 

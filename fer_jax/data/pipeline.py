@@ -18,17 +18,21 @@ from fer_jax.data.sources import Split
 
 
 class ArraySource(grain.sources.RandomAccessDataSource):
-  """Grain source over in-memory arrays; elements {'image', 'label'}."""
+  """Grain source over in-memory arrays; elements {'image', 'label'}, and
+  'targets' when the split has them (FER+ vote-based label modes)."""
 
   def __init__(self, split: Split):
-    self._images = split.images
-    self._labels = split.labels
+    self._split = split
 
   def __len__(self) -> int:
-    return len(self._labels)
+    return len(self._split)
 
   def __getitem__(self, index: int) -> dict:
-    return {'image': self._images[index], 'label': self._labels[index]}
+    element = {'image': self._split.images[index],
+               'label': self._split.labels[index]}
+    if self._split.targets is not None:
+      element['targets'] = self._split.targets[index]
+    return element
 
 
 def train_dataset(split: Split, *, batch_size: int, seed: int,
@@ -36,7 +40,8 @@ def train_dataset(split: Split, *, batch_size: int, seed: int,
                   num_workers: int = 0, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """Endless batches of this process's share: {'image': uint8 [B, 48, 48],
-  'label': int32 [B]}, with `batch_size` the per-process batch.
+  'label': int32 [B]} (and float32 'targets' [B, classes] if the split has
+  them), with `batch_size` the per-process batch.
 
   The one stream of shuffled, augmented faces is cut into `batch_size`
   slices and process p reads slices p, p + process_count, ...: step k's

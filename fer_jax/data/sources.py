@@ -61,15 +61,22 @@ def describe_forms() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """One split: `images` uint8 [N, 48, 48], `labels` int32 [N]."""
+  """One split: `images` uint8 [N, 48, 48], `labels` int32 [N].
+
+  `targets`, float32 [N, classes] rows summing to 1, are the training
+  targets of FER+'s vote-based label modes (`ferplus_targets`); None means
+  the one-hot `labels`, which are then also each row's argmax.
+  """
   images: np.ndarray
   labels: np.ndarray
+  targets: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.labels)
 
   def take(self, indices: np.ndarray) -> 'Split':
-    return Split(self.images[indices], self.labels[indices])
+    return Split(self.images[indices], self.labels[indices],
+                 None if self.targets is None else self.targets[indices])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +222,95 @@ def ferplus_majority(votes: np.ndarray) -> np.ndarray:
   return np.where(has_majority & is_emotion, winner, -1).astype(np.int32)
 
 
-FERPLUS_LABEL_MODES = {'majority': ferplus_majority}
+# How FER+ votes become training targets (Barsoum et al. 2016, "Training
+# deep networks for facial expression recognition with crowd-sourced label
+# distribution"). Validation and test always use `majority` labels, as there.
+FERPLUS_LABEL_MODES = ('majority', 'probability', 'crossentropy',
+                       'multi_target')
+
+
+def check_label_mode(label_mode: str, ferplus_path: str) -> None:
+  """config.data.label_mode is known, and only asks for votes with votes."""
+  if label_mode not in FERPLUS_LABEL_MODES:
+    raise UserError(f'data.label_mode={label_mode!r} is not one of '
+                    f'{FERPLUS_LABEL_MODES}.')
+  if label_mode != 'majority' and not ferplus_path:
+    raise UserError(f'data.label_mode={label_mode!r} turns FER+ votes into '
+                    'targets: set data.ferplus_path to fer2013new.csv, or '
+                    "use label_mode='majority'. " + DOWNLOAD_HINT)
+
+
+def _vote_distribution(votes: np.ndarray) -> np.ndarray | None:
+  """The `probability` / `crossentropy` target of one row of outlier-free
+  votes, or None when the row is dropped.
+
+  As the FER+ reference code: take the most-voted emotions (ties together),
+  up to three, until they hold 75% of the votes; stop at `unknown` or `NF`,
+  which drops the row if it comes first; keep the row if the chosen
+  emotions hold more than half of the votes; normalise their votes.
+  """
+  num_emotions = len(FERPLUS_CLASSES)
+  total = votes.sum()
+  chosen = np.zeros(num_emotions)
+  remaining = votes.copy()
+  count = 0
+  while chosen.sum() < 0.75 * total and count < 3:
+    top = remaining.max()
+    tied = np.flatnonzero(remaining == top)
+    if tied[-1] >= num_emotions:  # `unknown` or `NF` among the winners.
+      emotions = tied[tied < num_emotions]
+      if not chosen.any() and not len(emotions):
+        return None
+      chosen[emotions] = top
+      count += len(emotions)
+      break
+    chosen[tied] = top
+    remaining[tied] = 0
+    count += len(tied)
+  if chosen.sum() <= 0.5 * total or count > 3:
+    return None
+  return chosen / chosen.sum()
+
+
+def _multi_target_set(votes: np.ndarray) -> np.ndarray | None:
+  """The `multi_target` target of one row of outlier-free votes: the
+  emotions with at least 30% of the votes, normalised; None when they hold
+  no more than half of the votes or `unknown` / `NF` leads."""
+  total = votes.sum()
+  chosen = np.where(votes >= 0.3 * total, votes, 0)
+  if chosen.sum() <= 0.5 * total or chosen.argmax() >= len(FERPLUS_CLASSES):
+    return None
+  emotions = chosen[:len(FERPLUS_CLASSES)]
+  return emotions / emotions.sum()
+
+
+def ferplus_targets(votes: np.ndarray, mode: str) -> np.ndarray:
+  """float32 [N, 8] training targets from [N, 10] votes in a label `mode`;
+  all-zero rows are dropped.
+
+  `majority`: one-hot `ferplus_majority`. `probability` and `crossentropy`:
+  the distribution of the leading emotions' votes (`_vote_distribution`);
+  the train step draws one label from it per example and step
+  (`probability`) or fits it with cross-entropy (`crossentropy`).
+  `multi_target`: the emotions with >= 30% of the votes, any of which
+  counts as right (`_multi_target_set`). Single votes are removed first in
+  every mode.
+  """
+  if mode not in FERPLUS_LABEL_MODES:
+    raise ValueError(f'mode={mode!r} is not one of {FERPLUS_LABEL_MODES}.')
+  targets = np.zeros((len(votes), len(FERPLUS_CLASSES)), np.float32)
+  if mode == 'majority':
+    labels = ferplus_majority(votes)
+    kept = labels >= 0
+    targets[kept, labels[kept]] = 1
+    return targets
+  target_of = _vote_distribution if mode != 'multi_target' else (
+      _multi_target_set)
+  for row, row_votes in enumerate(np.where(votes <= 1, 0, votes)):
+    target = target_of(row_votes.astype(np.float64))
+    if target is not None:
+      targets[row] = target
+  return targets
 
 
 def _read_ferplus_votes(path: str, num_rows: int) -> tuple[np.ndarray,
@@ -358,7 +453,9 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
   Args:
     path: the challenge CSV (plain, .gz, .tar.gz) or an image folder / zip.
     ferplus_path: optional `fer2013new.csv`; replaces the labels and classes.
-    label_mode: how FER+ votes become labels, one of `FERPLUS_LABEL_MODES`.
+    label_mode: how FER+ votes become the train split's labels and
+      `targets`, one of `FERPLUS_LABEL_MODES` (`ferplus_targets`); val and
+      test always get majority labels.
     on_bad_record: `error` stops at the first bad record, naming it; `skip`
       skips bad records and counts them in `FerData.skipped` and the log.
     split_ratios: train/val/test fractions for image folders whose file
@@ -376,22 +473,30 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
       path = os.path.join(path, extracted)
       break
 
+  check_label_mode(label_mode, ferplus_path)
+  targets = None  # FER+ training targets, the train split's only.
   if _is_csv_form(path):
     rows = _read_challenge_csv(path, bad)
     images, labels, splits = rows.images, rows.labels, rows.splits
     class_names = FER2013_CLASSES
     if ferplus_path:
-      if label_mode not in FERPLUS_LABEL_MODES:
-        raise UserError(f'data.label_mode={label_mode!r} is not one of '
-                        f'{tuple(FERPLUS_LABEL_MODES)}.')
       votes, ferplus_splits = _read_ferplus_votes(ferplus_path, rows.num_rows)
       votes, splits = votes[rows.rows], ferplus_splits[rows.rows]
-      labels = FERPLUS_LABEL_MODES[label_mode](votes)
+      labels = ferplus_majority(votes)
+      if label_mode != 'majority':
+        is_train = splits == 'train'
+        targets = np.zeros((len(votes), len(FERPLUS_CLASSES)), np.float32)
+        targets[is_train] = ferplus_targets(votes[is_train], label_mode)
+        labels = np.where(is_train, np.where(targets.any(axis=1),
+                                             targets.argmax(axis=1), -1),
+                          labels).astype(np.int32)
       keep = labels >= 0
-      logging.info('FER+ %s labels: kept %d of %d images (no majority, '
-                   'unknown or not a face dropped).', label_mode, keep.sum(),
-                   len(keep))
+      logging.info('FER+ %s labels (train; val and test: majority): kept %d '
+                   'of %d images (no clear label, unknown or not a face '
+                   'dropped).', label_mode, keep.sum(), len(keep))
       images, labels, splits = images[keep], labels[keep], splits[keep]
+      if targets is not None:
+        targets = targets[keep]
       class_names = FERPLUS_CLASSES
     split_indices = {s: np.flatnonzero(splits == s) for s in SPLITS}
   elif os.path.isdir(path) or zipfile.is_zipfile(path):
@@ -415,5 +520,8 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
   bad.log(path)
   return FerData(
       class_names=class_names,
-      splits={s: Split(images[i], labels[i]) for s, i in split_indices.items()},
+      splits={s: Split(images[i], labels[i],
+                       targets[i] if targets is not None and s == 'train'
+                       else None)
+              for s, i in split_indices.items()},
       skipped=dict(bad.counts))

@@ -3,7 +3,11 @@
 For each run directory (or each run of a sweep directory): re-evaluate the
 best checkpoint (its report.json is rewritten), draw its figures into
 `<out>/<run name>/`; then the tables of all runs go to `<out>/summary.md`
-and `.csv` (tables.write).
+and `.csv` (tables.write). A released run (fer_jax.release, such as the
+model that ships in fer_jax/pretrained) or one that is not writable keeps
+its report.json: the new one goes to `<out>/<run name>/`, and its figures
+are compared with the kept one's. Optionally, the runs' ensemble
+(ensemble.py) is evaluated too.
 """
 
 import glob
@@ -17,7 +21,7 @@ import ml_collections
 from fer_jax import rundir
 from fer_jax.data import dataset, sources
 from fer_jax.errors import UserError
-from fer_jax.evaluate import figures, report, tables
+from fer_jax.evaluate import ensemble, figures, report, tables
 
 
 def run_dirs(paths: Sequence[str]) -> list[str]:
@@ -58,13 +62,30 @@ def _load_data(run: rundir.RunDir, config: ml_collections.ConfigDict,
   return dataset.load(config.data, config.seed)
 
 
+def _compare(name: str, kept: dict, fresh: dict) -> None:
+  """Logs whether a re-evaluation reproduces a kept report's figures."""
+  for split in ('val', 'test'):
+    for metric in ('accuracy', 'macro_f1'):
+      old, new = kept[split][metric], fresh[split][metric]
+      same = abs(old - new) < 1e-9
+      (logging.info if same else logging.warning)(
+          '%s %s %s: %.4f; its report.json says %.4f%s.', name,
+          split, metric, new, old, '' if same else ' (not reproduced)')
+
+
 def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
-               ten_crop: bool = False, tsne_points: int = 1000) -> str:
+               ten_crop: bool = False, tsne_points: int = 1000,
+               with_ensemble: bool = False) -> str:
   """Reports, figures and tables of the runs in `paths` (see the module's
-  docstring); returns the path of the Markdown tables."""
+  docstring); returns the path of the Markdown tables. `with_ensemble`
+  also evaluates the runs' ensemble into <out>/ensemble.md and .json."""
   workdirs = run_dirs(paths)
+  if with_ensemble and len(workdirs) < 2:
+    raise UserError('An ensemble needs at least two runs; give more '
+                    '--workdirs (or a sweep directory).')
   loaded = {}  # Runs on the same data share one read of it.
   entries = []
+  members = []
   for name, workdir in zip(run_names(workdirs), workdirs):
     logging.info('Reporting %s (%s).', name, workdir)
     run = rundir.RunDir(workdir, create=False)
@@ -72,10 +93,20 @@ def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
     key = json.dumps([config.data.to_dict(), config.seed, data_path])
     if key not in loaded:
       loaded[key] = _load_data(run, config, data_path)
-    evaluation = report.evaluate_run(run, loaded[key], ten_crop=ten_crop)
+    keep_report = run.is_released or not os.access(run.path, os.W_OK)
+    evaluation = report.evaluate_run(
+        run, loaded[key], ten_crop=ten_crop,
+        report_dir=os.path.join(out_dir, name) if keep_report else None)
+    if keep_report and os.path.isfile(run.file(rundir.REPORT)):
+      _compare(name, run.read_json(rundir.REPORT), evaluation.report)
     figures.write_figures(evaluation, os.path.join(out_dir, name), name,
                           tsne_points=tsne_points)
     entries.append(tables.Entry(name, run.read_json(rundir.CONFIG),
                                 evaluation.report))
+    if with_ensemble:
+      members.append(ensemble.Member.of(name, evaluation))
     run.close()
+  if with_ensemble:
+    logging.info('Ensemble tables: %s',
+                 ensemble.write(ensemble.evaluate(members), out_dir))
   return tables.write(entries, out_dir)

@@ -29,11 +29,13 @@ class Evaluation:
   trained: inference.TrainedModel
   data: sources.FerData
   logits: dict[str, np.ndarray]  # Single-crop logits of each of SPLITS.
+  # With ten_crop: the log of the ten crops' mean probabilities, per split.
+  ten_crop_logits: dict[str, np.ndarray] | None = None
 
 
-def _scores(logits: np.ndarray, labels: np.ndarray,
-            class_names: tuple[str, ...]) -> dict:
-  # As inference.evaluate, from logits the figures reuse.
+def scores(logits: np.ndarray, labels: np.ndarray,
+           class_names: tuple[str, ...]) -> dict:
+  """inference.evaluate's metrics, from logits already computed."""
   result = metrics.classification_metrics(labels, logits.argmax(-1),
                                           class_names)
   result['loss'] = inference.softmax_cross_entropy(logits, labels)
@@ -41,9 +43,10 @@ def _scores(logits: np.ndarray, labels: np.ndarray,
 
 
 def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
-                 ten_crop: bool = False) -> Evaluation:
+                 ten_crop: bool = False,
+                 report_dir: str | None = None) -> Evaluation:
   """Evaluates the best checkpoint of `run`; writes report.json and the test
-  confusion matrix into it.
+  confusion matrix into `report_dir` (default: the run directory).
 
   `data` saves re-reading the dataset when the caller already holds it.
   `ten_crop` adds `report['ten_crop'][split]`: the same metrics with ten-crop
@@ -60,8 +63,8 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
                                            batch_size) for name in SPLITS}
 
   def scores_of(logits):
-    return {name: _scores(logits[name], data.splits[name].labels,
-                          trained.class_names) for name in SPLITS}
+    return {name: scores(logits[name], data.splits[name].labels,
+                         trained.class_names) for name in SPLITS}
 
   logits_fn = inference.make_logits_fn(trained.model, trained.input_spec)
   logits = logits_of(logits_fn, config.train.eval_batch_size)
@@ -79,16 +82,19 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
       'class_names': list(trained.class_names),
       **scores_of(logits),
   }
+  ten_crop_logits = None
   if ten_crop:
     ten_crop_fn = inference.make_logits_fn(trained.model, trained.input_spec,
                                            ten_crop=True)
     # Ten crops per image: a tenth of the images keeps the batch's memory.
-    report['ten_crop'] = scores_of(logits_of(
-        ten_crop_fn, max(1, config.train.eval_batch_size // 10)))
-  run.write_json(rundir.REPORT, report)
+    ten_crop_logits = logits_of(ten_crop_fn,
+                                max(1, config.train.eval_batch_size // 10))
+    report['ten_crop'] = scores_of(ten_crop_logits)
+  target = run if report_dir is None else rundir.RunDir(report_dir)
+  target.write_json(rundir.REPORT, report)
   plots.confusion_matrix(
       report['test']['confusion_matrix'], trained.class_names,
-      run.file(CONFUSION_PNG),
+      target.file(CONFUSION_PNG),
       title=f'{config.model.name}, PrivateTest (best epoch '
             f'{report["best_epoch"]} on PublicTest)')
   logged = {f'{name}, single crop': report[name] for name in SPLITS}
@@ -97,7 +103,7 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   for what, result in logged.items():
     logging.info('%s: accuracy %.4f, macro-F1 %.4f, weighted-F1 %.4f', what,
                  result['accuracy'], result['macro_f1'], result['weighted_f1'])
-  return Evaluation(run, report, trained, data, logits)
+  return Evaluation(run, report, trained, data, logits, ten_crop_logits)
 
 
 def write_report(run: rundir.RunDir, data: sources.FerData | None = None, *,

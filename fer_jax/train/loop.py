@@ -23,7 +23,7 @@ from fer_jax import convert, inference, metrics, models, rundir
 from fer_jax.data import dataset, device_augment, pipeline, preprocess
 from fer_jax.data import sources
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import mixing, optim, phases, step
+from fer_jax.train import distill, mixing, optim, phases, step
 
 
 def _initialize_distributed(settings: ml_collections.ConfigDict | None
@@ -110,6 +110,13 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   mixing.check(config.train.get('mixup_alpha', 0.0),
                config.train.get('cutmix_alpha', 0.0))
   dataset.class_weights(np.zeros(1, np.int32), 2, config.train.class_weights)
+  distill.check(config.train)
+  label_mode = config.data.get('label_mode', 'majority')
+  sources.check_label_mode(label_mode, config.data.ferplus_path)
+  if label_mode == 'multi_target' and config.train.label_smoothing:
+    raise UserError('config.train.label_smoothing does not apply to '
+                    "config.data.label_mode='multi_target' (its loss has no "
+                    'target distribution to smooth): set it to 0.')
   if config.data.normalization not in preprocess.NORMALIZATIONS:
     raise UserError(f'config.data.normalization={config.data.normalization!r}'
                     f' is not one of {preprocess.NORMALIZATIONS}.')
@@ -263,6 +270,9 @@ def train(config: ml_collections.ConfigDict,
                                   config.train.class_weights)
   plan = phases.parse(config.train)
   ema_decay = config.train.get('ema_decay', 0.0)  # 0: no EMA.
+  teacher, teacher_variables = distill.load(config.train, data.class_names)
+  if teacher is not None:
+    teacher_variables = jax.device_put(teacher_variables, replicated)
   groups = None
   if any(phase.trainable != 'all' for phase in plan):
     groups = models.parameter_groups(
@@ -281,8 +291,14 @@ def train(config: ml_collections.ConfigDict,
                              mixup_alpha=config.train.get('mixup_alpha', 0.0),
                              cutmix_alpha=config.train.get('cutmix_alpha',
                                                            0.0),
-                             ema_decay=ema_decay),
+                             ema_decay=ema_decay,
+                             label_mode=config.data.get('label_mode',
+                                                        'majority'),
+                             teacher=teacher),
         donate_argnums=0)
+    if teacher is not None:
+      train_step = functools.partial(train_step,
+                                     teacher_variables=teacher_variables)
     if trainable is not None:
       logging.info('Phase %d trains %s of %s.', phase.number,
                    ', '.join(n for n in groups.names if n in trainable),

@@ -14,7 +14,12 @@ from jax.sharding import NamedSharding, PartitionSpec
 from fer_jax.data import device_augment
 from fer_jax.data.augment import RandomAugment
 from fer_jax.data.preprocess import InputSpec
-from fer_jax.train import mixing
+from fer_jax.data.sources import FERPLUS_LABEL_MODES
+from fer_jax.train import distill, mixing
+
+# `multi_target`: the weight of the emotions off the target set, as in the
+# FER+ reference (it keeps the log finite).
+MULTI_TARGET_EPSILON = 1e-3
 
 
 class TrainState(struct.PyTreeNode):
@@ -98,27 +103,63 @@ def update_ema(ema: dict, variables: dict, step: jax.Array,
   return jax.tree.map(lambda e, v: e + weight * (v - e), ema, variables)
 
 
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
-                  class_weights: jnp.ndarray,
-                  label_smoothing: float) -> jnp.ndarray:
-  """Class-weighted mean of (label-smoothed) softmax cross-entropy."""
-  targets = optax.smooth_labels(
-      jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  losses = optax.softmax_cross_entropy(logits, targets)
-  weights = class_weights[labels]
+def cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray,
+                  weights: jnp.ndarray, label_smoothing: float) -> jnp.ndarray:
+  """`weights`-weighted batch mean of the softmax cross-entropy against
+  (label-smoothed) target distributions `targets` [B, classes]."""
+  losses = optax.softmax_cross_entropy(
+      logits, optax.smooth_labels(targets, label_smoothing))
   return jnp.sum(weights * losses) / jnp.sum(weights)
 
 
-def mixed_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray,
-                        partner_labels: jnp.ndarray, lam: jnp.ndarray,
-                        class_weights: jnp.ndarray,
-                        label_smoothing: float) -> jnp.ndarray:
-  """The loss of a mixup / CutMix batch (`mixing`): lam * `cross_entropy`
-  on the own labels + (1 - lam) * on the partners'. With equal class
-  weights, the cross-entropy against the mixed (smoothed) targets."""
-  return (lam * cross_entropy(logits, labels, class_weights, label_smoothing)
-          + (1 - lam) * cross_entropy(logits, partner_labels, class_weights,
-                                      label_smoothing))
+def multi_target_loss(logits: jnp.ndarray, targets: jnp.ndarray,
+                      weights: jnp.ndarray) -> jnp.ndarray:
+  """FER+'s multi-target loss, `weights`-weighted batch mean:
+  -log max_k m_k p_k, with p the softmax and m 1 on the target set
+  (targets > 0) and MULTI_TARGET_EPSILON off it: predicting any emotion of
+  the set is right."""
+  log_mask = jnp.where(targets > 0, 0.0, jnp.log(MULTI_TARGET_EPSILON))
+  losses = -jnp.max(log_mask + jax.nn.log_softmax(logits), axis=-1)
+  return jnp.sum(weights * losses) / jnp.sum(weights)
+
+
+def classification_loss(logits: jnp.ndarray, targets: jnp.ndarray,
+                        labels: jnp.ndarray, class_weights: jnp.ndarray,
+                        label_smoothing: float,
+                        label_mode: str = 'majority') -> jnp.ndarray:
+  """A batch's loss against its `training_targets`, each example weighted by
+  its label's class weight: `multi_target_loss` in FER+'s 'multi_target'
+  mode, `cross_entropy` otherwise."""
+  weights = class_weights[labels]
+  if label_mode == 'multi_target':
+    return multi_target_loss(logits, targets, weights)
+  return cross_entropy(logits, targets, weights, label_smoothing)
+
+
+def mixed_loss(logits: jnp.ndarray, targets: jnp.ndarray, labels: jnp.ndarray,
+               lam: jnp.ndarray, **settings) -> jnp.ndarray:
+  """The loss of a mixup / CutMix batch (`mixing`): lam * the
+  `classification_loss` against the own targets + (1 - lam) * against the
+  partners'. `settings`: classification_loss's. With equal class weights
+  and cross-entropy, the loss against the mixed (smoothed) targets."""
+  return (lam * classification_loss(logits, targets, labels, **settings)
+          + (1 - lam) * classification_loss(logits, mixing.partner(targets),
+                                            mixing.partner(labels),
+                                            **settings))
+
+
+def training_targets(batch: dict, label_mode: str, num_classes: int,
+                     rng: jax.Array) -> jnp.ndarray:
+  """float32 [B, classes] targets of a batch in a FER+ `label_mode`:
+  one-hot labels ('majority'), one label drawn per example from the vote
+  distribution ('probability': a fresh draw every step, as the FER+
+  reference draws one per epoch), or the batch's own targets."""
+  if label_mode == 'majority':
+    return jax.nn.one_hot(batch['label'], num_classes)
+  if label_mode == 'probability':
+    drawn = jax.random.categorical(rng, jnp.log(batch['targets']))
+    return jax.nn.one_hot(drawn, num_classes)
+  return batch['targets']
 
 
 def _keep(trainable: frozenset[str], old: dict, new: dict) -> dict:
@@ -132,54 +173,78 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                     augment_settings: RandomAugment | None = None,
                     trainable: frozenset[str] | None = None,
                     mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                    ema_decay: float = 0.0):
-  """Returns `train_step(state, batch, rng) -> (state, metrics)`, unjitted.
+                    ema_decay: float = 0.0, label_mode: str = 'majority',
+                    teacher: distill.Teacher | None = None):
+  """Returns `train_step(state, batch, rng[, teacher_variables]) -> (state,
+  metrics)`, unjitted.
 
   `trainable`: the top-level modules that learn (None: all). The others keep
   their parameters and BatchNorm statistics (the optimizer should give them
   zero updates, see optim.create); in train mode their BatchNorm layers
   still normalise with the batch's statistics.
 
-  `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}; augmentation
-  (with `augment_settings`, see `device_augment`) and normalisation happen
-  here, on the device. The step key is `rng` folded with the step, so one key
-  serves the whole run and resuming reproduces it; with device augmentation
-  it is split into an augmentation and a dropout key. The model may compute
-  in bfloat16; its logits are cast to float32 for the loss.
+  `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}, plus float32
+  'targets' [B, classes] in the FER+ label modes other than 'majority'
+  (`training_targets`, `classification_loss`). Augmentation (with `augment_settings`,
+  see `device_augment`) and normalisation happen here, on the device. The
+  step key is `rng` folded with the step, so one key serves the whole run
+  and resuming reproduces it; keys for augmentation, mixing and label draws
+  are split off it in that order, what remains drives dropout. The model
+  may compute in bfloat16; its logits are cast to float32 for the loss.
 
-  `mixup_alpha`, `cutmix_alpha` (0: off): mixup / CutMix of the normalised
-  batch (`mixing`), with a key split off next; the loss is then
-  `mixed_cross_entropy`, while metrics['labels'] stay the unmixed ones.
+  `mixup_alpha`, `cutmix_alpha` (0: off): mixup / CutMix of the augmented
+  faces before normalisation (`mixing`), with `mixed_loss`, while
+  metrics['labels'] stay the unmixed ones.
 
   `ema_decay` (0: off): the step also updates `state.ema` (`update_ema`;
   the state must have one, see init_state), frozen modules' EMA included
   bit for bit.
+
+  `teacher` (None: off): knowledge distillation (`distill`); the step then
+  takes the teacher's variables as its fourth argument.
   """
   class_weights = jnp.asarray(class_weights)
+  num_classes = len(class_weights)
   mixes = mixing.check(mixup_alpha, cutmix_alpha)
+  if label_mode not in FERPLUS_LABEL_MODES:
+    raise ValueError(f'label_mode={label_mode!r} is not one of '
+                     f'{FERPLUS_LABEL_MODES}.')
 
-  def train_step(state: TrainState, batch: dict, rng: jax.Array):
+  loss_settings = {'class_weights': class_weights,
+                   'label_smoothing': label_smoothing,
+                   'label_mode': label_mode}
+
+  def train_step(state: TrainState, batch: dict, rng: jax.Array,
+                 teacher_variables: dict | None = None):
     images = batch['image']
     labels = batch['label']
     dropout_rng = jax.random.fold_in(rng, state.step)
     if augment_settings is not None:
       augment_rng, dropout_rng = jax.random.split(dropout_rng)
       images = device_augment.augment(images, augment_rng, augment_settings)
-    images = input_spec(images)
+    faces = images.astype(jnp.float32)  # Grey levels, as input_spec takes.
     if mixes:
       mix_rng, dropout_rng = jax.random.split(dropout_rng)
-      images, lam = mixing.mix(images, mix_rng, mixup_alpha, cutmix_alpha)
+      faces, lam = mixing.mix(faces, mix_rng, mixup_alpha, cutmix_alpha)
+    draw_rng = None
+    if label_mode == 'probability':
+      draw_rng, dropout_rng = jax.random.split(dropout_rng)
+    targets = training_targets(batch, label_mode, num_classes, draw_rng)
+    teacher_logits = (None if teacher is None
+                      else teacher.logits(teacher_variables, faces))
 
     def loss_fn(params):
       logits, updates = model.apply(
-          {'params': params, 'batch_stats': state.batch_stats}, images,
-          train=True, rngs={'dropout': dropout_rng}, mutable=['batch_stats'])
+          {'params': params, 'batch_stats': state.batch_stats},
+          input_spec(faces), train=True, rngs={'dropout': dropout_rng},
+          mutable=['batch_stats'])
       logits = logits.astype(jnp.float32)
       if mixes:
-        loss = mixed_cross_entropy(logits, labels, mixing.partner(labels),
-                                   lam, class_weights, label_smoothing)
+        loss = mixed_loss(logits, targets, labels, lam, **loss_settings)
       else:
-        loss = cross_entropy(logits, labels, class_weights, label_smoothing)
+        loss = classification_loss(logits, targets, labels, **loss_settings)
+      if teacher is not None:
+        loss = teacher.loss(loss, logits, teacher_logits)
       return loss, (logits, updates['batch_stats'])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(

@@ -1,0 +1,62 @@
+"""The accuracy ablation of issue 6: each technique alone on one long recipe.
+
+  python -m fer_jax.sweep --config=experiments/accuracy_ablation_sweep.py \
+      --workdir=runs/accuracy_ablation \
+      --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz
+  python -m fer_jax.report --workdirs runs/accuracy_ablation \
+      --out reports/accuracy_ablation --ten_crop
+
+The base is configs/resnet_small.py (417k parameters) on a long schedule:
+SGD with Nesterov momentum 0.9, learning rate 0.05 with one warm-up epoch
+and cosine decay over 100 epochs, weight decay 5e-4, no early stopping
+(the cosine schedule must run out), checkpoints selected on PublicTest
+accuracy. Each run adds one technique to it (`base` adds none); `adamw`
+and `plateau` change the optimizer or the schedule instead, and `all`
+stacks every addition. The values are the usual ones of the papers that
+introduced them, not tuned here: tuning belongs on PublicTest, one knob at
+a time, from this table. Distillation needs a trained teacher, so it is a
+second command over the same base (e.g. from the best large model):
+
+  python -m fer_jax.main --config=experiments/accuracy_ablation_sweep.py \
+      --workdir=runs/accuracy_ablation/distill \
+      --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz \
+      --config.train.distill_from=runs/vgg16
+"""
+
+import os
+
+from fer_jax import sweeps
+
+RESNET_SMALL = os.path.join(os.path.dirname(__file__), os.pardir, 'configs',
+                            'resnet_small.py')
+
+ADDITIONS = {
+    'base': {},
+    'label_smoothing': {'train.label_smoothing': 0.1},
+    'erasing': {'data.augment.erasing': 0.5},
+    'mixup': {'train.mixup_alpha': 0.2},
+    'cutmix': {'train.cutmix_alpha': 1.0},
+    'ema': {'train.ema_decay': 0.999},
+    'adamw': {'train.optimizer': 'adamw', 'train.learning_rate': 1e-3,
+              'train.weight_decay': 0.05},
+    'plateau': {'train.schedule': 'plateau', 'train.plateau_patience': 5},
+}
+ADDITIONS['all'] = {
+    key: value for name in ('label_smoothing', 'erasing', 'mixup', 'cutmix',
+                            'ema')
+    for key, value in ADDITIONS[name].items()}
+
+
+def get_config():
+  config = sweeps.load_config(RESNET_SMALL)
+  config.train.update(
+      epochs=100, optimizer='sgd', nesterov=True, momentum=0.9,
+      learning_rate=0.05, schedule='cosine', warmup_epochs=1,
+      weight_decay=5e-4, early_stopping_patience=0,
+      selection_metric='val/accuracy')
+  return config
+
+
+def sweep(add):
+  for name, overrides in ADDITIONS.items():
+    add(name=name, **overrides)

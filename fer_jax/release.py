@@ -1,0 +1,97 @@
+"""Packages a finished run as the model that ships inside fer_jax.
+
+  python -m fer_jax.release --workdir=runs/resnet_small \
+      --out=fer_jax/pretrained --command="python -m fer_jax.main ..." \
+      --commit=<git sha> --device="<machine>" --wall_time="<h min>"
+
+Copies what the predictor and `python -m fer_jax.report` need, and nothing
+they do not: config.json, dataset.json, metrics.jsonl, report.json and the
+best checkpoint (model weights only, a few MB; the latest checkpoint with
+its optimizer state stays behind). Writes release.json with the provenance
+given on the command line (a run directory does not know its commit or
+machine), the checkpoint's sha256 (`rundir.RunDir.checkpoint_sha256`) and
+the report's PublicTest / PrivateTest figures. A released directory is
+read-only by convention: `python -m fer_jax.report` re-evaluates it into
+its --out folder and compares with the shipped report.json.
+"""
+
+import os
+import shutil
+
+from absl import app, flags, logging
+
+from fer_jax import cli, rundir
+from fer_jax.errors import UserError
+
+flags.DEFINE_string('workdir', None, 'The finished training run to ship.')
+flags.DEFINE_string('out', None, 'Where the released run directory goes '
+                    '(replaced), e.g. fer_jax/pretrained.')
+flags.DEFINE_string('command', '', 'The command that trained the run.')
+flags.DEFINE_string('commit', '', 'The git commit it was trained at.')
+flags.DEFINE_string('device', '', 'The machine it was trained on.')
+flags.DEFINE_string('wall_time', '', 'The training command\'s wall time.')
+flags.mark_flags_as_required(['workdir', 'out'])
+
+_FILES = (rundir.CONFIG, rundir.DATASET, rundir.METRICS, rundir.REPORT)
+
+
+def _figures(split_report: dict) -> dict:
+  return {key: split_report[key]
+          for key in ('accuracy', 'macro_f1', 'weighted_f1')} | {
+              'f1': {name: values['f1'] for name, values
+                     in split_report['per_class'].items()}}
+
+
+def release(workdir: str, out: str, **provenance: str) -> dict:
+  """Copies run `workdir` to `out` (see the module docstring); returns the
+  release.json it writes there."""
+  run = rundir.RunDir(workdir, create=False)
+  step = run.latest_step('best')
+  missing = [name for name in _FILES if not os.path.isfile(run.file(name))]
+  if step is None or missing:
+    raise UserError(f'{workdir} is not a finished run (missing '
+                    f'{", ".join(missing) or "a best checkpoint"}): let its '
+                    'training end, which writes report.json.')
+  report = run.read_json(rundir.REPORT)
+  if os.path.abspath(out) == run.path:
+    raise UserError('--out must differ from --workdir.')
+  if os.path.exists(out):
+    shutil.rmtree(out)
+  os.makedirs(out)
+  for name in _FILES:
+    shutil.copy2(run.file(name), os.path.join(out, name))
+  shutil.copytree(os.path.join(run.path, 'checkpoints', 'best', str(step)),
+                  os.path.join(out, 'checkpoints', 'best', str(step)))
+  released = rundir.RunDir(out, create=False)
+  info = {
+      **provenance,
+      'source_workdir': run.path,
+      'model': report['model'],
+      'num_params': report['num_params'],
+      'best_epoch': report['best_epoch'],
+      'epochs': report['epochs'],
+      'selection_metric': report['selection_metric'],
+      'checkpoint_step': step,
+      'checkpoint_sha256': released.checkpoint_sha256('best'),
+      'val': _figures(report['val']),
+      'test': _figures(report['test']),
+  }
+  released.write_json(rundir.RELEASE, info)
+  return info
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  with cli.exits_on_user_errors():
+    info = release(flags.FLAGS.workdir, flags.FLAGS.out,
+                   command=flags.FLAGS.command, commit=flags.FLAGS.commit,
+                   device=flags.FLAGS.device,
+                   wall_time=flags.FLAGS.wall_time)
+  print(f'{flags.FLAGS.out}: {info["model"]}, PrivateTest accuracy '
+        f'{info["test"]["accuracy"]:.4f}, checkpoint sha256 '
+        f'{info["checkpoint_sha256"]}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,150 @@
+"""Knowledge distillation and FER+ vote targets, from the loss to a run."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fakedata
+from fer_jax import models, rundir
+from fer_jax.config import default_config
+from fer_jax.data import preprocess, sources
+from fer_jax.errors import UserError
+from fer_jax.evaluate import report
+from fer_jax.train import distill, loop, optim, step
+from test_loop import tiny_config
+
+STUDENT_SPEC = preprocess.InputSpec(24, 1, (127.5,), (127.5,))
+# The teacher sees the same faces at its own size, channels and normalisation.
+TEACHER_SPEC = preprocess.input_spec('imagenet', 32, 3, np.zeros((1, 48, 48)))
+
+
+def test_teacher_loss_is_hinton_distillation():
+  rng = np.random.default_rng(0)
+  student, teacher_logits = rng.normal(size=(2, 5, 4)).astype(np.float32)
+  teacher = distill.Teacher(None, TEACHER_SPEC, temperature=3.0, weight=0.25)
+
+  def softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+  p, q = softmax(teacher_logits / 3), softmax(student / 3)
+  kl = (p * (np.log(p) - np.log(q))).sum(1).mean()
+  np.testing.assert_allclose(
+      teacher.loss(jnp.float32(2.0), student, teacher_logits),
+      0.75 * 2.0 + 0.25 * 9 * kl, rtol=1e-5)
+  # A student that matches the teacher pays only the hard loss.
+  np.testing.assert_allclose(
+      teacher.loss(jnp.float32(2.0), teacher_logits, teacher_logits),
+      1.5, rtol=1e-6)
+
+
+def test_distillation_step_weight_0_is_plain_and_weight_1_is_the_kl():
+  labels = np.arange(14) % 8
+  targets = np.full((14, 8), 0.1 / 7, np.float32)
+  targets[np.arange(14), labels] = 0.9
+  batch = {'image': fakedata.class_images(labels),
+           'label': labels.astype(np.int32), 'targets': targets}
+  student = models.create('resnet_small', 8, stem_features=4,
+                          block_features=(4,))
+  teacher_model = models.create('resnet_small', 8, stem_features=4,
+                                block_features=(8,))
+  teacher_variables = teacher_model.init(
+      jax.random.key(7), jnp.zeros((1, 32, 32, 3)), train=False)
+  optimizer = optim.create(default_config().train, steps_per_epoch=10)
+  state = step.init_state(student, optimizer, STUDENT_SPEC, jax.random.key(0))
+
+  def run(weight=None):
+    teacher = None if weight is None else distill.Teacher(
+        teacher_model, TEACHER_SPEC, temperature=2.0, weight=weight)
+    train_step = jax.jit(step.make_train_step(
+        student, optimizer, STUDENT_SPEC, np.ones(8, np.float32), 0.0,
+        label_mode='probability', teacher=teacher))
+    extra = () if teacher is None else (teacher_variables,)
+    return train_step(state, batch, jax.random.key(1), *extra)
+
+  plain, plain_metrics = run()
+  silent, silent_metrics = run(weight=0.0)
+  assert plain_metrics['loss'] == silent_metrics['loss']
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, plain.params,
+                                   silent.params))
+  _, taught_metrics = run(weight=1.0)
+  # The same student logits (no dropout, train-mode BatchNorm) against the
+  # teacher's on the same faces through its own input spec.
+  student_logits, _ = student.apply(
+      state.model_variables, STUDENT_SPEC(batch['image']), train=True,
+      mutable=['batch_stats'])
+  teacher_logits = teacher_model.apply(
+      teacher_variables, TEACHER_SPEC(batch['image']), train=False)
+  p = jax.nn.softmax(teacher_logits / 2)
+  kl = (p * (jnp.log(p) - jax.nn.log_softmax(student_logits / 2))).sum(1)
+  np.testing.assert_allclose(taught_metrics['loss'], 4 * kl.mean(),
+                             rtol=1e-4)
+
+
+@pytest.fixture(scope='module')
+def ferplus_files(tmp_path_factory) -> tuple[str, str]:
+  """(fer2013.csv, fer2013new.csv): every row 7 votes for its class, 3 for
+  another."""
+  root = tmp_path_factory.mktemp('ferplus')
+  csv_path = str(root / 'fer2013.csv')
+  written = fakedata.write_challenge_csv(csv_path, per_class=(12, 4, 4))
+  votes_path = str(root / 'fer2013new.csv')
+  fakedata.write_ferplus_votes(votes_path, written)
+  return csv_path, votes_path
+
+
+def _tiny_config(files, **train):
+  """test_loop's tiny run, one epoch, on FER+ votes."""
+  config = tiny_config(files[0], **{'epochs': 1, **train})
+  config.data.ferplus_path = files[1]
+  return config
+
+
+@pytest.fixture(scope='module')
+def teacher_dir(ferplus_files, tmp_path_factory) -> str:
+  workdir = str(tmp_path_factory.mktemp('teacher'))
+  loop.train(_tiny_config(ferplus_files), workdir)
+  return workdir
+
+
+def test_student_learns_vote_targets_from_a_teacher(ferplus_files,
+                                                    teacher_dir, tmp_path):
+  config = _tiny_config(ferplus_files, distill_from=teacher_dir, epochs=2)
+  config.data.label_mode = 'multi_target'
+  run, data = loop.train(config, str(tmp_path))
+  assert data.class_names == sources.FERPLUS_CLASSES
+  assert data.splits['train'].targets is not None
+  records = run.read_metrics()
+  assert [r['epoch'] for r in records] == [1, 2]
+  assert all(np.isfinite(r['train/loss']) for r in records)
+  assert run.load_config().train.distill_from == teacher_dir
+  result = report.write_report(run, data)
+  assert sum(map(sum, result['test']['confusion_matrix'])) == 7 * 4
+
+
+def test_a_teacher_of_other_classes_is_a_user_error(ferplus_files,
+                                                    teacher_dir, tmp_path):
+  config = _tiny_config(ferplus_files, distill_from=teacher_dir)
+  config.data.ferplus_path = ''  # FER2013's 7 classes, the teacher has 8.
+  with pytest.raises(UserError, match='same classes') as error:
+    loop.train(config, str(tmp_path))
+  assert teacher_dir in str(error.value)
+
+
+@pytest.mark.parametrize('setting, value, message', [
+    ('distill_from', 'no/such/run', 'not a run directory'),
+    ('distill_temperature', 0.0, 'distill_temperature'),
+    ('distill_weight', 1.5, 'distill_weight'),
+    ('label_smoothing', 0.1, 'label_smoothing'),
+])
+def test_bad_distillation_and_label_settings_are_user_errors(
+    ferplus_files, teacher_dir, tmp_path, setting, value, message):
+  config = _tiny_config(ferplus_files, distill_from=teacher_dir)
+  config.data.label_mode = 'multi_target'
+  config.train[setting] = value
+  with pytest.raises(UserError, match=message):
+    loop.train(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / rundir.CONFIG)
