@@ -10,9 +10,11 @@ best checkpoint (model weights only, a few MB; the latest checkpoint with
 its optimizer state stays behind). Writes release.json with the provenance
 given on the command line (a run directory does not know its commit or
 machine), the checkpoint's sha256 (`rundir.RunDir.checkpoint_sha256`) and
-the report's PublicTest / PrivateTest figures. A released directory is
-read-only by convention: `python -m fer_jax.report` re-evaluates it into
-its --out folder and compares with the shipped report.json.
+the report's PublicTest / PrivateTest figures, ten-crop too when the
+report has them (run `python -m fer_jax.report --ten_crop` on it first).
+A released directory is read-only by convention: `python -m
+fer_jax.report` re-evaluates it into its --out folder and compares with
+the shipped report.json.
 """
 
 import os
@@ -76,6 +78,9 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
       'val': _figures(report['val']),
       'test': _figures(report['test']),
   }
+  if 'ten_crop' in report:
+    info['ten_crop'] = {split: _figures(scores)
+                        for split, scores in report['ten_crop'].items()}
   released.write_json(rundir.RELEASE, info)
   return info
 

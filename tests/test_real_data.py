@@ -77,6 +77,12 @@ def test_the_shipped_model_reproduces_its_private_test_numbers(csv_data):
   # borderline face or two.
   assert abs(result['accuracy'] - release['test']['accuracy']) <= 2 / 3589
   assert abs(result['macro_f1'] - release['test']['macro_f1']) < 0.005
+  # It is the predictor's default model.
+  probabilities = predictor.Predictor.from_workdir(
+      detect_faces=False).classify(test.images[:16])
+  logits = inference.make_logits_fn(trained.model, trained.input_spec)(
+      trained.variables, test.images[:16])
+  np.testing.assert_array_equal(probabilities.argmax(1), logits.argmax(1))
 
 
 def test_brief_training_on_a_subset(tmp_path):

@@ -2,6 +2,7 @@
 logged for the best checkpoint, beside ten-crop, and every figure is drawn."""
 
 import csv
+import importlib.util
 import json
 import logging
 import os
@@ -156,15 +157,17 @@ def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
 
   kept = open(released.file(rundir.REPORT), 'rb').read()
   caplog.set_level(logging.INFO)
-  # The run trained on 'fer2013.csv' relative to its parent folder. With
-  # the run itself beside it: an ensemble of two identical models.
+  # The run trained on 'fer2013.csv' relative to its parent folder. With a
+  # second copy: an ensemble of two identical models.
   data_path = os.path.join(os.path.dirname(run.path), 'fer2013.csv')
+  copy_dir = str(tmp_path / 'copy')
+  release.release(run.path, copy_dir)
   out = tmp_path / 'out'
-  regenerate.regenerate([released_dir, run.path], str(out),
+  regenerate.regenerate([released_dir, copy_dir], str(out),
                         data_path=data_path, tsne_points=20,
                         with_ensemble=True)
   assert open(released.file(rundir.REPORT), 'rb').read() == kept
-  name = regenerate.run_names([released_dir, run.path])[0]
+  name = 'pretrained'
   fresh = json.load(open(out / name / rundir.REPORT))
   assert fresh['test'] == shipped['test']
   assert f'{name} test accuracy' in caplog.text
@@ -209,3 +212,22 @@ def test_an_ensemble_averages_the_members_probabilities():
     ensemble.evaluate([a])
   with pytest.raises(UserError, match='Run c does not predict the same'):
     ensemble.evaluate([a, _member('c', a_probabilities, labels=(0, 0, 0, 0))])
+
+
+def test_results_entry_has_every_figure_issue_6_asks_for(reported):
+  run, _ = reported
+  spec = importlib.util.spec_from_file_location(
+      'results_entry', os.path.join(ROOT, 'experiments', 'results_entry.py'))
+  results_entry = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(results_entry)
+  text = results_entry.entry(run, {'command': 'python -m fer_jax.main x',
+                                   'commit': 'abc123', 'device': 'cpu',
+                                   'wall_time': '9 s'})
+  report = run.read_json(rundir.REPORT)
+  for expected in ('python -m fer_jax.main x', 'Commit abc123', 'cpu', '9 s',
+                   'seed 0', run.checkpoint_sha256('best'),
+                   f'{100 * report["test"]["accuracy"]:.2f}',
+                   f'{100 * report["val"]["macro_f1"]:.2f}',
+                   '| single crop |', '| ten crops |',
+                   '| PrivateTest | ', *report['class_names']):
+    assert expected in text

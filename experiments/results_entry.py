@@ -1,0 +1,82 @@
+"""Prints a run's entry for experiments/RESULTS.md, from its run directory.
+
+  python experiments/results_entry.py --workdir=runs/resnet_small \
+      --command="python -m fer_jax.main ..." --commit=<sha> \
+      --device="<machine>" --wall_time="<time>"
+
+Everything issue 6 asks of a reported number: the command and config, the
+commit, device, wall time (as given; a released run, fer_jax.release,
+supplies them from its release.json), the seed, the best checkpoint's
+sha256, PublicTest and PrivateTest accuracy and macro-F1 (single and, if
+reported, ten-crop) and per-class F1. Numbers come from report.json, so run
+`python -m fer_jax.report` (with --ten_crop) on the run first.
+"""
+
+from absl import app, flags
+
+from fer_jax import rundir
+
+PROVENANCE = ('command', 'commit', 'device', 'wall_time')
+
+
+def _define_flags() -> None:
+  """Only when run as a script: `entry` is also imported (tests)."""
+  flags.DEFINE_string('workdir', None, 'The run directory.')
+  flags.DEFINE_string('command', '', 'The command that trained it.')
+  flags.DEFINE_string('commit', '', 'The commit it was trained at.')
+  flags.DEFINE_string('device', '', 'The machine it was trained on.')
+  flags.DEFINE_string('wall_time', '', 'The wall time of the command.')
+  flags.mark_flag_as_required('workdir')
+
+
+def _percent(value: float) -> str:
+  return f'{100 * value:.2f}'
+
+
+def entry(run: rundir.RunDir, provenance: dict) -> str:
+  """The Markdown entry of `run`."""
+  config = run.load_config()
+  report = run.read_json(rundir.REPORT)
+  if run.is_released:
+    released = run.read_json(rundir.RELEASE)
+    provenance = {key: provenance.get(key) or released.get(key, '')
+                  for key in PROVENANCE}
+  lines = [
+      f'```\n{provenance["command"]}\n```', '',
+      f'- Commit {provenance["commit"] or "?"}; device: '
+      f'{provenance["device"] or "?"}; wall time {provenance["wall_time"] or "?"}; '
+      f'seed {config.seed}.',
+      f'- Model {report["model"]}, {report["num_params"]:,} parameters, '
+      f'{report["mflops"]:,.1f} MFLOPs per image; {report["epochs"]} '
+      f'epochs, best epoch {report["best_epoch"]} by '
+      f'{report["selection_metric"]} (PublicTest).',
+      f'- Best checkpoint sha256 (`RunDir.checkpoint_sha256`): '
+      f'`{run.checkpoint_sha256("best")}`', '',
+      '| evaluation | PublicTest acc | PublicTest macro-F1 | PrivateTest acc '
+      '| PrivateTest macro-F1 |', '|---|---|---|---|---|']
+  evaluations = {'single crop': report}
+  if 'ten_crop' in report:
+    evaluations['ten crops'] = report['ten_crop']
+  for kind, scores in evaluations.items():
+    lines.append(f'| {kind} | ' + ' | '.join(
+        _percent(scores[split][metric]) for split in ('val', 'test')
+        for metric in ('accuracy', 'macro_f1')) + ' |')
+  names = report['class_names']
+  lines += ['', '| F1 (single crop) | ' + ' | '.join(names) + ' |',
+            '|---|' + '---|' * len(names)]
+  for split, title in (('val', 'PublicTest'), ('test', 'PrivateTest')):
+    lines.append(f'| {title} | ' + ' | '.join(
+        _percent(report[split]['per_class'][name]['f1'])
+        for name in names) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  run = rundir.RunDir(flags.FLAGS.workdir, create=False)
+  print(entry(run, {key: getattr(flags.FLAGS, key) for key in PROVENANCE}))
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
