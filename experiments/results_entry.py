@@ -44,8 +44,8 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
   lines = [
       f'```\n{provenance["command"]}\n```', '',
       f'- Commit {provenance["commit"] or "?"}; device: '
-      f'{provenance["device"] or "?"}; wall time {provenance["wall_time"] or "?"}; '
-      f'seed {config.seed}.',
+      f'{provenance["device"] or "?"}; wall time '
+      f'{provenance["wall_time"] or "?"}; seed {config.seed}.',
       f'- Model {report["model"]}, {report["num_params"]:,} parameters, '
       f'{report["mflops"]:,.1f} MFLOPs per image; {report["epochs"]} '
       f'epochs, best epoch {report["best_epoch"]} by '

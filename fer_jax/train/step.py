@@ -185,12 +185,13 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
 
   `batch` is {'image': uint8 [B, H, W], 'label': int32 [B]}, plus float32
   'targets' [B, classes] in the FER+ label modes other than 'majority'
-  (`training_targets`, `classification_loss`). Augmentation (with `augment_settings`,
-  see `device_augment`) and normalisation happen here, on the device. The
-  step key is `rng` folded with the step, so one key serves the whole run
-  and resuming reproduces it; keys for augmentation, mixing and label draws
-  are split off it in that order, what remains drives dropout. The model
-  may compute in bfloat16; its logits are cast to float32 for the loss.
+  (`training_targets`, `classification_loss`). Augmentation (with
+  `augment_settings`, see `device_augment`) and normalisation happen here,
+  on the device. The step key is `rng` folded with the step, so one key
+  serves the whole run and resuming reproduces it; keys for augmentation,
+  mixing and label draws are split off it in that order, what remains
+  drives dropout. The model may compute in bfloat16; its logits are cast
+  to float32 for the loss.
 
   `mixup_alpha`, `cutmix_alpha` (0: off): mixup / CutMix of the augmented
   faces before normalisation (`mixing`), with `mixed_loss`, while
