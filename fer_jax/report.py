@@ -20,8 +20,14 @@ flags.DEFINE_multi_string('workdirs', None, 'Run or sweep directories; more '
 flags.DEFINE_string('out', None, 'Folder for the tables and figures.')
 flags.DEFINE_string('data_path', '', 'Dataset location, when config.json\'s '
                     'data.path (as given at training time) is not valid here.')
+flags.DEFINE_string('ferplus_path', '', 'FER+ votes (fer2013new.csv) for '
+                    'runs trained on them, when config.json\'s '
+                    'data.ferplus_path is not valid here.')
 flags.DEFINE_bool('ten_crop', False, 'Also evaluate with ten-crop test-time '
                   'augmentation, reported beside single-crop.')
+flags.DEFINE_bool('figures', True, 'Draw each run\'s figures; --nofigures: '
+                  'the reports and tables only, without the t-SNE and plots '
+                  '(quicker, e.g. for a sweep on a lent accelerator).')
 flags.DEFINE_integer('tsne_points', 1000, 'Test images in the t-SNE plots.')
 flags.DEFINE_bool('ensemble', False, 'Also evaluate the ensemble of all the '
                   'runs (mean class probabilities) into <out>/ensemble.md; '
@@ -34,8 +40,10 @@ def main(argv):
   with cli.exits_on_user_errors():
     path = regenerate.regenerate(
         flags.FLAGS.workdirs + argv[1:], flags.FLAGS.out,
-        data_path=flags.FLAGS.data_path, ten_crop=flags.FLAGS.ten_crop,
+        data_path=flags.FLAGS.data_path,
+        ferplus_path=flags.FLAGS.ferplus_path, ten_crop=flags.FLAGS.ten_crop,
         tsne_points=flags.FLAGS.tsne_points,
+        with_figures=flags.FLAGS.figures,
         with_ensemble=flags.FLAGS.ensemble)
   print(f'tables: {path}')
 

@@ -26,6 +26,10 @@ flags.DEFINE_enum('parallel', 'none', ['none', 'devices'],
                   "'devices': one `python -m fer_jax.main` per GPU "
                   '(CUDA_VISIBLE_DEVICES), its output in <run>/train.log; '
                   'without GPUs, still one run at a time.')
+flags.DEFINE_integer('runs_per_device', 1,
+                     'With --parallel=devices, runs trained at once on each '
+                     'GPU, sharing its memory equally (small models on a '
+                     'large GPU).', lower_bound=1)
 flags.DEFINE_bool('dry_run', False, 'Print the run names and exit.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -43,8 +47,10 @@ def main(argv):
       print('\n'.join(run.name for run in sweep.runs))
       return
     try:
-      summary = sweeps.run_sweep(sweep, flags.FLAGS.workdir,
-                                 parallel=flags.FLAGS.parallel == 'devices')
+      summary = sweeps.run_sweep(
+          sweep, flags.FLAGS.workdir,
+          parallel=flags.FLAGS.parallel == 'devices',
+          runs_per_device=flags.FLAGS.runs_per_device)
     except KeyboardInterrupt:
       # --parallel=devices: the runs got the signal too and saved
       # checkpoints.

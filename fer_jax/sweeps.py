@@ -39,6 +39,7 @@ from fer_jax.evaluate import report, tables
 from fer_jax.train import loop
 
 LOG = 'train.log'  # A subprocess run's output, in its run directory.
+MEMORY_FRACTION = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,12 +215,19 @@ def _last_error(log_path: str) -> str:
   return (errors or lines or ['no output'])[-1]
 
 
-def _train_in_subprocesses(sweep: Sweep, runs: list[Run],
-                           workdir: str) -> dict[str, str]:
+def _train_in_subprocesses(sweep: Sweep, runs: list[Run], workdir: str,
+                           runs_per_device: int) -> dict[str, str]:
   slots = queue.Queue()
-  for slot in device_slots():
+  devices = device_slots()
+  # Without GPUs each run takes every CPU core: one at a time.
+  sharing = runs_per_device if devices != [''] else 1
+  for slot in devices * sharing:
     slots.put(slot)
   workers = slots.qsize()
+  # Runs sharing a GPU split its memory instead of each preallocating 75%;
+  # a fraction set by the caller (several sweeps at once) is kept.
+  memory = ({MEMORY_FRACTION: f'{0.9 / sharing:.3f}'}
+            if sharing > 1 and MEMORY_FRACTION not in os.environ else {})
   stopping = threading.Event()
 
   def train(run: Run) -> str | None:
@@ -230,8 +238,8 @@ def _train_in_subprocesses(sweep: Sweep, runs: list[Run],
       run_dir = os.path.join(workdir, run.name)
       os.makedirs(run_dir, exist_ok=True)
       command = sweep.main_command(run, run_dir)
-      env = dict(os.environ, **({'CUDA_VISIBLE_DEVICES': slot} if slot
-                                else {}))
+      env = dict(os.environ, **memory,
+                 **({'CUDA_VISIBLE_DEVICES': slot} if slot else {}))
       log_path = os.path.join(run_dir, LOG)
       logging.info('Sweep run %s on device %s; log: %s', run.name,
                    slot or 'cpu', log_path)
@@ -255,10 +263,12 @@ def _train_in_subprocesses(sweep: Sweep, runs: list[Run],
           if outcome}
 
 
-def run_sweep(sweep: Sweep, workdir: str, *, parallel: bool = False) -> str:
+def run_sweep(sweep: Sweep, workdir: str, *, parallel: bool = False,
+              runs_per_device: int = 1) -> str:
   """Trains and reports the unfinished runs, one after another in this
-  process or (`parallel`) one `python -m fer_jax.main` per device; writes
-  the tables of the finished runs; returns the path of summary.md.
+  process or (`parallel`) as `python -m fer_jax.main` processes,
+  `runs_per_device` at once on each GPU; writes the tables of the finished
+  runs; returns the path of summary.md.
 
   A failed run does not stop the others; a UserError then names them all.
   """
@@ -269,7 +279,8 @@ def run_sweep(sweep: Sweep, workdir: str, *, parallel: bool = False) -> str:
     else:
       pending.append(run)
   if parallel and pending:
-    failures = _train_in_subprocesses(sweep, pending, workdir)
+    failures = _train_in_subprocesses(sweep, pending, workdir,
+                                      runs_per_device)
   else:
     failures = _train_in_process(pending, workdir)
   finished = [tables.Entry.from_run(

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -121,6 +122,22 @@ def test_a_data_path_not_found_from_here_asks_for_data_path(reported,
   assert 'Traceback' not in result.stderr
 
 
+def test_ferplus_votes_not_found_from_here_ask_for_ferplus_path(reported,
+                                                               tmp_path):
+  run, _ = reported
+  moved = rundir.RunDir(shutil.copytree(run.path, tmp_path / 'moved'),
+                        create=False)
+  config = moved.read_json(rundir.CONFIG)
+  config['data']['ferplus_path'] = 'elsewhere/fer2013new.csv'
+  with open(moved.file(rundir.CONFIG), 'w') as f:
+    json.dump(config, f)
+  data_path = os.path.join(os.path.dirname(run.path), 'fer2013.csv')
+  with pytest.raises(UserError, match=r"ferplus_path='elsewhere/fer2013new"
+                                      r".csv'.*--ferplus_path"):
+    regenerate.regenerate([moved.path], str(tmp_path / 'out'),
+                          data_path=data_path)
+
+
 def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):
   run, _ = reported
   # More workdirs may follow as plain arguments (a shell glob); all are
@@ -163,10 +180,12 @@ def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
   copy_dir = str(tmp_path / 'copy')
   release.release(run.path, copy_dir)
   out = tmp_path / 'out'
-  regenerate.regenerate([released_dir, copy_dir], str(out),
-                        data_path=data_path, tsne_points=20,
-                        with_ensemble=True)
+  summary = regenerate.regenerate([released_dir, copy_dir], str(out),
+                                  data_path=data_path, with_figures=False,
+                                  with_ensemble=True)
   assert open(released.file(rundir.REPORT), 'rb').read() == kept
+  assert summary == str(out / 'summary.md')
+  assert not set(FIGURES) & set(os.listdir(out / 'copy'))
   name = 'pretrained'
   fresh = json.load(open(out / name / rundir.REPORT))
   assert fresh['test'] == shipped['test']

@@ -5,6 +5,8 @@ import csv
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -186,3 +188,41 @@ def test_subprocess_sweep_trains_with_the_same_config(tiny_sweep, tmp_path):
   # The run's config.json equals the in-process one: reruns skip it.
   run, = _load(sweep_file, **{'data.path': data_path}).runs
   assert sweeps.is_finished(str(workdir / run.name), run.config)
+
+
+@pytest.mark.parametrize('slots, runs_per_device, fraction, expected', [
+    (['0'], 3, None, {('0', '0.300')}),
+    (['0', '1'], 2, None, {('0', '0.450'), ('1', '0.450')}),
+    (['0'], 3, '0.1', {('0', '0.1')}),  # The caller's fraction is kept.
+    (['0'], 1, None, {('0', None)}),
+    ([''], 3, None, {(None, None)}),  # No GPU: one run at a time on the CPU.
+])
+def test_runs_share_each_gpu(slots, runs_per_device, fraction, expected,
+                             tiny_sweep, tmp_path, monkeypatch):
+  sweep_file, data_path = tiny_sweep((0.0, 0.1, 0.2, 0.3, 0.4, 0.5))
+  sweep = _load(sweep_file, **{'data.path': data_path})
+  lock = threading.Lock()
+  running, peak, seen = [0], [0], set()
+
+  def fake_run(command, env, **kwargs):
+    with lock:
+      running[0] += 1
+      peak[0] = max(peak[0], running[0])
+      seen.add((env.get('CUDA_VISIBLE_DEVICES'),
+                env.get(sweeps.MEMORY_FRACTION)))
+    time.sleep(0.05)
+    with lock:
+      running[0] -= 1
+    return subprocess.CompletedProcess(command, 0)
+
+  monkeypatch.setattr(sweeps, 'device_slots', lambda: slots)
+  monkeypatch.setattr(sweeps.subprocess, 'run', fake_run)
+  monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+  if fraction:
+    monkeypatch.setenv(sweeps.MEMORY_FRACTION, fraction)
+  else:
+    monkeypatch.delenv(sweeps.MEMORY_FRACTION, raising=False)
+  assert sweeps._train_in_subprocesses(  # pylint: disable=protected-access
+      sweep, sweep.runs, str(tmp_path), runs_per_device) == {}
+  assert seen == expected
+  assert peak[0] == (len(slots) * runs_per_device if slots != [''] else 1)

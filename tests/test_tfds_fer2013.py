@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fer_jax.data import sources, tfds_fer2013
+from fer_jax.config import default_config
+from fer_jax.data import dataset, sources, tfds_fer2013
 from fer_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -192,3 +193,29 @@ def test_import_prepare_and_load_do_not_import_tensorflow(manual_dir,
   result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
   assert result.returncode == 0, result.stderr
+
+
+def test_runs_on_the_csv_need_no_tfds(manual_dir):
+  code = (
+      'import sys\n'
+      "sys.modules['tensorflow_datasets'] = None  # As if not installed.\n"
+      'from fer_jax.config import default_config\n'
+      'from fer_jax.data import dataset\n'
+      'config = default_config().data\n'
+      f"config.path = {os.path.join(manual_dir, 'fer2013.csv')!r}\n"
+      'print(sum(map(len, dataset.load(config, 0).splits.values())))\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ['30']
+
+
+def test_a_run_reads_a_prepared_data_dir(data_dir):
+  config = default_config().data
+  config.path = data_dir
+  expected = tfds_fer2013.load_prepared(data_dir)
+  for name, split in dataset.load(config, 0).splits.items():
+    np.testing.assert_array_equal(split.images, expected.splits[name].images)
+  config.ferplus_path = 'fer2013new.csv'
+  with pytest.raises(UserError, match='challenge CSV'):
+    dataset.load(config, 0)

@@ -155,15 +155,18 @@ def test_bad_optimizer_settings_name_the_knob(field, value):
     optim.create(_train_config(**{field: value}), 10)
 
 
-def test_weight_decay_spares_biases_and_norm_scales():
-  config = _train_config(optimizer='sgd', momentum=0.0, learning_rate=1.0,
+@pytest.mark.parametrize('name', ['adamw', 'sgd'])
+def test_weight_decay_spares_biases_norm_scales_and_position_tables(name):
+  config = _train_config(optimizer=name, momentum=0.0, learning_rate=1.0,
                          weight_decay=0.5, schedule='constant')
   optimizer = optim.create(config, 10)
-  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)}
+  params = {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2),
+            'attention': {'relative_position_bias_table': jnp.ones((9, 3))}}
   zero_grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = optimizer.update(zero_grads, optimizer.init(params), params)
   assert np.allclose(updates['kernel'], -0.5)
   assert np.allclose(updates['bias'], 0.0)
+  assert np.allclose(updates['attention']['relative_position_bias_table'], 0)
 
 
 def _tree_equal(a, b) -> bool:

@@ -6,11 +6,12 @@ undersampling of the training split to balance it, and class weights.
 """
 
 import logging
+import os
 
 import ml_collections
 import numpy as np
 
-from fer_jax.data import sources, tfds_fer2013
+from fer_jax.data import sources
 from fer_jax.errors import UserError
 
 BALANCE_MODES = ('none', 'undersample')
@@ -18,12 +19,18 @@ CLASS_WEIGHT_MODES = ('none', 'balanced')
 
 
 def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
-  if tfds_fer2013.is_prepared(config.path):
-    if config.ferplus_path:
-      raise UserError('FER+ votes are joined to FER2013 by row position: set '
-                      'config.data.path to the challenge CSV, not the TFDS '
-                      f'data dir {config.path}.')
-    return tfds_fer2013.load_prepared(config.path)
+  # A prepared TFDS data dir holds a `fer2013` folder. TFDS is imported for
+  # such directories only: it takes half a second to import, and runs on the
+  # CSV or an image folder need neither it nor its dependencies (a device
+  # machine that gets packages carried as wheels lacks them).
+  if os.path.isdir(os.path.join(config.path, 'fer2013')):
+    from fer_jax.data import tfds_fer2013  # pylint: disable=import-outside-toplevel
+    if tfds_fer2013.is_prepared(config.path):
+      if config.ferplus_path:
+        raise UserError('FER+ votes are joined to FER2013 by row position: '
+                        'set config.data.path to the challenge CSV, not the '
+                        f'TFDS data dir {config.path}.')
+      return tfds_fer2013.load_prepared(config.path)
   return sources.load(config.path, ferplus_path=config.ferplus_path,
                       label_mode=config.label_mode,
                       on_bad_record=config.on_bad_record,

@@ -52,13 +52,15 @@ def run_names(paths: Sequence[str]) -> list[str]:
 
 
 def _load_data(run: rundir.RunDir, config: ml_collections.ConfigDict,
-               data_path: str) -> sources.FerData:
-  if data_path:
-    config.data.path = data_path
-  elif not os.path.exists(config.data.path):
-    raise UserError(f'{run.path} was trained on config.data.path='
-                    f'{config.data.path!r}, which is not found from '
-                    f'{os.getcwd()}; give its location with --data_path.')
+               data_path: str, ferplus_path: str) -> sources.FerData:
+  for field, given, flag in (('path', data_path, '--data_path'),
+                             ('ferplus_path', ferplus_path, '--ferplus_path')):
+    if given:
+      config.data[field] = given
+    elif config.data[field] and not os.path.exists(config.data[field]):
+      raise UserError(f'{run.path} was trained on config.data.{field}='
+                      f'{config.data[field]!r}, which is not found from '
+                      f'{os.getcwd()}; give its location with {flag}.')
   return dataset.load(config.data, config.seed)
 
 
@@ -74,11 +76,13 @@ def _compare(name: str, kept: dict, fresh: dict) -> None:
 
 
 def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
-               ten_crop: bool = False, tsne_points: int = 1000,
+               ferplus_path: str = '', ten_crop: bool = False,
+               tsne_points: int = 1000, with_figures: bool = True,
                with_ensemble: bool = False) -> str:
   """Reports, figures and tables of the runs in `paths` (see the module's
-  docstring); returns the path of the Markdown tables. `with_ensemble`
-  also evaluates the runs' ensemble into <out>/ensemble.md and .json."""
+  docstring); returns the path of the Markdown tables. Without
+  `with_figures`, the reports and tables only. `with_ensemble` also
+  evaluates the runs' ensemble into <out>/ensemble.md and .json."""
   workdirs = run_dirs(paths)
   if with_ensemble and len(workdirs) < 2:
     raise UserError('An ensemble needs at least two runs; give more '
@@ -90,17 +94,19 @@ def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
     logging.info('Reporting %s (%s).', name, workdir)
     run = rundir.RunDir(workdir, create=False)
     config = run.load_config()
-    key = json.dumps([config.data.to_dict(), config.seed, data_path])
+    key = json.dumps([config.data.to_dict(), config.seed, data_path,
+                      ferplus_path])
     if key not in loaded:
-      loaded[key] = _load_data(run, config, data_path)
+      loaded[key] = _load_data(run, config, data_path, ferplus_path)
     keep_report = run.is_released or not os.access(run.path, os.W_OK)
     evaluation = report.evaluate_run(
         run, loaded[key], ten_crop=ten_crop,
         report_dir=os.path.join(out_dir, name) if keep_report else None)
     if keep_report and os.path.isfile(run.file(rundir.REPORT)):
       _compare(name, run.read_json(rundir.REPORT), evaluation.report)
-    figures.write_figures(evaluation, os.path.join(out_dir, name), name,
-                          tsne_points=tsne_points)
+    if with_figures:
+      figures.write_figures(evaluation, os.path.join(out_dir, name), name,
+                            tsne_points=tsne_points)
     entries.append(tables.Entry(name, run.read_json(rundir.CONFIG),
                                 evaluation.report))
     if with_ensemble:

@@ -20,9 +20,16 @@ OPTIMIZERS = ('adam', 'adamw', 'sgd')
 SCHEDULES = ('constant', 'cosine', 'plateau')
 
 
+# Matrices that are not kernels: Swin's relative-position biases, which timm
+# and the Swin paper's recipe leave undecayed.
+NOT_DECAYED = frozenset({'relative_position_bias_table'})
+
+
 def _decay_mask(params):
   # Kernels only: decaying biases and BatchNorm scales hurts small models.
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim > 1 and getattr(path[-1], 'key', None)
+      not in NOT_DECAYED, params)
 
 
 def _labels(trainable: frozenset[str], params):

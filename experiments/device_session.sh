@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# One call of the lent accelerator (the `device` tool), prepared on the CPU:
+# measures issue 7's throughput, then trains issue 6's sweeps all at once in
+# the time left, their epochs sized to the measured speed, and sends back
+# the runs (best checkpoints, metrics, ten-crop reports) and the tables.
+#
+# Here, once per checkout (the device reaches no network and lacks grain,
+# array_record, ml_collections, tensorboardX and portpicker; the .device and
+# .whl folders must be git-ignored, in .git/info/exclude):
+#   python experiments/device_pack.py pack \
+#       --fer2013=../shared/datasets/fer2013/fer2013.tar.gz \
+#       --ferplus=../shared/datasets/ferplus/fer2013new.csv --out=.device/fer.xz
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux_2_28_x86_64 \
+#       --platform manylinux2014_x86_64 -d .whl grain==0.2.18 \
+#       array_record==0.8.6 ml_collections==1.1.0 tensorboardX==2.6.5 \
+#       portpicker==1.6.0
+# then one device call (about 60 MiB travels: 53 the data, 4.4 the wheels):
+#   command: COMMIT=<git rev-parse --short HEAD> bash experiments/device_session.sh
+#   carry: [".whl", ".device"], timeout_s: 580
+# and here, from what comes back (session.log, bench_*.txt, <sweep>.md):
+#   mkdir -p runs/device && cat <files_at>/runs.tar.xz.part-* | tar xJ -C runs/device
+#   python -m fer_jax.report --workdirs runs/device/accuracy_ablation_sweep \
+#       --out reports/accuracy_ablation \
+#       --data_path=../shared/datasets/fer2013/fer2013.tar.gz
+#   python experiments/results_entry.py ...   # RESULTS.md entries
+#
+# Settings (environment): BUDGET_S (seconds from the start, 520); SWEEPS
+# (sweep files, all trained at once; default the accuracy ablation and the
+# FER+ modes: 13 runs; a file named ferplus* gets the FER+ votes); EPOCHS (of
+# every run; 'auto': as many as the budget allows at the measured speed, at
+# most MAX_EPOCHS=100); BENCH (1: measure throughput first; 0: skip it, for
+# a rerun with EPOCHS set); BENCH_STEPS (300 at batch 64, a third of that at
+# 1024); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
+# directory with fer2013.csv and fer2013new.csv, instead of unpacking
+# .device/fer.xz); WORK (/tmp/fer_device).
+# Check it here before a device call, on the CPU with small settings (about
+# 4 minutes): BENCH=0 EPOCHS=1 SWEEPS=experiments/ferplus_modes_sweep.py
+# DATA=<a folder with tests/fakedata.py's fer2013.csv and fer2013new.csv>.
+
+set -uo pipefail
+BUDGET_S=${BUDGET_S:-520}
+SWEEPS=${SWEEPS:-experiments/accuracy_ablation_sweep.py experiments/ferplus_modes_sweep.py}
+EPOCHS=${EPOCHS:-auto}
+MAX_EPOCHS=${MAX_EPOCHS:-100}
+BENCH=${BENCH:-1}
+BENCH_STEPS=${BENCH_STEPS:-300}
+SWEEP_FLAGS=${SWEEP_FLAGS:-}
+WORK=${WORK:-/tmp/fer_device}
+OUT=${OUT:-$WORK/out}
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+TRAIN_IMAGES=28709
+
+cd "$(dirname "$0")/.."
+mkdir -p "$WORK" "$OUT"
+exec > >(tee -a "$OUT/session.log") 2>&1
+export PYTHONUNBUFFERED=1
+left() { echo $((BUDGET_S - SECONDS)); }
+stage() { echo; echo "=== $* (at ${SECONDS} s, $(left) s left)"; }
+
+stage "setup: commit $COMMIT"
+if ! python3 -c 'import grain, ml_collections, tensorboardX' 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -z "${DATA:-}" ]; then
+  DATA=$WORK/data
+  python3 experiments/device_pack.py unpack --src=.device/fer.xz \
+      --out="$DATA" || exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    2>/dev/null || echo "no NVIDIA GPU"
+python3 -c 'import sys, jax, flax, optax, orbax.checkpoint as ocp, grain
+print("python", sys.version.split()[0], "jax", jax.__version__, "flax",
+      flax.__version__, "optax", optax.__version__, "orbax",
+      ocp.__version__, "grain", grain.__version__, jax.devices())' || exit 1
+
+if [ "$BENCH" = 1 ]; then
+  stage "issue 7: throughput"
+  timeout 150 python3 experiments/bench_train.py --model=resnet_small \
+      --batch_size=64 --steps="$BENCH_STEPS" --augment_where=device \
+      --workers=8 --data="$DATA/fer2013.csv" | tee "$OUT/bench_b64.txt"
+  timeout 150 python3 experiments/bench_train.py \
+      --model=resnet_small,mobilenetv2_small --batch_size=1024 \
+      --steps=$((BENCH_STEPS / 3 + 1)) --augment_where=device \
+      --compute_dtype=bfloat16 --workers=8 --data="$DATA/fer2013.csv" \
+      | tee "$OUT/bench_b1024_bf16.txt"
+fi
+
+stage "issue 6: $SWEEPS"
+# The flags every sweep gets: data, the sweep's epochs, device augmentation.
+sweep_flags() {
+  local flags=(--config.data.path="$DATA/fer2013.csv"
+               --config.data.augment.where=device)
+  case $(basename "$1") in ferplus*)
+    flags+=(--config.data.ferplus_path="$DATA/fer2013new.csv");;
+  esac
+  [ "$EPOCHS" = auto ] || flags+=(--config.train.epochs="$EPOCHS")
+  # shellcheck disable=SC2206  # SWEEP_FLAGS is a list of flags.
+  flags+=($SWEEP_FLAGS)
+  printf '%s\n' "${flags[@]}"
+}
+declare -A runs
+total=0
+for sweep in $SWEEPS; do
+  mapfile -t flags < <(sweep_flags "$sweep")
+  runs[$sweep]=$(python3 -m fer_jax.sweep --config="$sweep" --dry_run \
+      --workdir="$WORK/dry_run" "${flags[@]}" | wc -l)
+  total=$((total + runs[$sweep]))
+done
+[ "$total" -gt 0 ] || { echo "no sweep runs (see the errors above)"; exit 1; }
+if [ "$EPOCHS" = auto ]; then
+  rate=$(awk -F'|' '$2 ~ /jax/ && $3 ~ /resnet_small/ {
+      gsub(/[ ,]/, "", $7); print $7 }' "$OUT/bench_b64.txt" 2>/dev/null)
+  [ -n "$rate" ] || { echo "no measured img/s to size the runs"; exit 1; }
+  # All runs share the GPU at once, assumed to go together no faster than
+  # one alone at the loop's measured img/s; 60% of the time left trains,
+  # the rest is start-up, compilation, evaluation and the reports.
+  EPOCHS=$(python3 -c "print(max(1, min($MAX_EPOCHS,
+      int(0.6 * $(left) * $rate / ($total * $TRAIN_IMAGES)))))")
+fi
+deadline=$(($(left) - 60))
+[ "$deadline" -gt 30 ] || { echo "no time left for the sweeps"; exit 1; }
+echo "$total runs (at once on a GPU), $EPOCHS epochs each, stopped after" \
+    "$deadline s"
+# Every run's share of the GPU's memory, whichever sweep it is in.
+export XLA_PYTHON_CLIENT_MEM_FRACTION
+XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $total, 3))")
+pids=()
+for sweep in $SWEEPS; do
+  mapfile -t flags < <(sweep_flags "$sweep")
+  timeout --signal=INT --kill-after=30 "$deadline" \
+      python3 -m fer_jax.sweep --config="$sweep" \
+      --workdir="$WORK/$(basename "$sweep" .py)" --parallel=devices \
+      --runs_per_device="${runs[$sweep]}" "${flags[@]}" \
+      > "$WORK/$(basename "$sweep" .py).log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"  # Not a bare wait: that also waits for the log's tee.
+for sweep in $SWEEPS; do
+  name=$(basename "$sweep" .py)
+  tail -n 2 "$WORK/$name.log"
+  if [ "$(left)" -gt 45 ]; then
+    stage "ten-crop reports: $name"
+    timeout $(($(left) - 30)) python3 -m fer_jax.report --nofigures \
+        --workdirs "$WORK/$name" --out "$WORK/$name/reports" --ten_crop \
+        > "$WORK/$name/reports.log" 2>&1
+    tail -n 1 "$WORK/$name/reports.log"
+  fi
+  cp "$WORK/$name/reports/summary.md" "$OUT/$name.md" 2>/dev/null \
+      || cp "$WORK/$name/summary.md" "$OUT/$name.md"
+done
+
+stage "results to \$OUT"
+# Best checkpoints, configs, metrics, reports and logs: what the reports
+# here need (the latest checkpoints hold optimizer state; figures and
+# TensorBoard files are redrawn from the rest). In 15 MiB parts.
+names=$(for sweep in $SWEEPS; do basename "$sweep" .py; done)
+# shellcheck disable=SC2086  # One directory per sweep.
+tar -C "$WORK" --exclude=checkpoints/latest --exclude=tensorboard \
+    --exclude='*.png' -cf - $names | xz -T0 -3 \
+    | split -b 15m -d - "$OUT/runs.tar.xz.part-"
+ls -l "$OUT"
+stage "done"
