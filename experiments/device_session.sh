@@ -128,10 +128,12 @@ echo "$total runs (at once on a GPU), $EPOCHS epochs each, stopped after" \
 # Every run's share of the GPU's memory, whichever sweep it is in.
 export XLA_PYTHON_CLIENT_MEM_FRACTION
 XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $total, 3))")
+# At the deadline every process of a sweep gets SIGTERM: its runs save a
+# checkpoint and stop (background jobs ignore SIGINT).
 pids=()
 for sweep in $SWEEPS; do
   mapfile -t flags < <(sweep_flags "$sweep")
-  timeout --signal=INT --kill-after=30 "$deadline" \
+  timeout --kill-after=30 "$deadline" \
       python3 -m fer_jax.sweep --config="$sweep" \
       --workdir="$WORK/$(basename "$sweep" .py)" --parallel=devices \
       --runs_per_device="${runs[$sweep]}" "${flags[@]}" \
@@ -142,15 +144,21 @@ wait "${pids[@]}"  # Not a bare wait: that also waits for the log's tee.
 for sweep in $SWEEPS; do
   name=$(basename "$sweep" .py)
   tail -n 2 "$WORK/$name.log"
-  if [ "$(left)" -gt 45 ]; then
-    stage "ten-crop reports: $name"
+  # The runs with a best checkpoint: one stopped in its first epoch has none.
+  trained=()
+  for best in "$WORK/$name"/*/checkpoints/best/[0-9]*; do
+    [ -d "$best" ] && trained+=("${best%/checkpoints/best/*}")
+  done
+  if [ "${#trained[@]}" -gt 0 ] && [ "$(left)" -gt 45 ]; then
+    stage "ten-crop reports: $name, ${#trained[@]} runs"
     timeout $(($(left) - 30)) python3 -m fer_jax.report --nofigures \
-        --workdirs "$WORK/$name" --out "$WORK/$name/reports" --ten_crop \
+        --workdirs "${trained[@]}" --out "$WORK/$name/reports" --ten_crop \
         > "$WORK/$name/reports.log" 2>&1
     tail -n 1 "$WORK/$name/reports.log"
   fi
-  cp "$WORK/$name/reports/summary.md" "$OUT/$name.md" 2>/dev/null \
-      || cp "$WORK/$name/summary.md" "$OUT/$name.md"
+  for summary in "$WORK/$name/reports/summary.md" "$WORK/$name/summary.md"; do
+    [ -f "$summary" ] && { cp "$summary" "$OUT/$name.md"; break; }
+  done
 done
 
 stage "results to \$OUT"

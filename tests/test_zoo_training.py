@@ -23,6 +23,10 @@ IMAGE_SIZE = 32  # Divisible by 32, as swin_tiny needs.
 # Started from stand-in converted weights; tests/test_convert.py checks the
 # real conversion of every port (and init_from of resnet18 and swin_tiny).
 INIT_FROM = ('resnet18',)
+# Trained here through resnet18, its sibling in models/resnet.py (the same
+# code with bottleneck blocks, which tests/test_convert.py checks against
+# torchvision): 48 s of the suite's CPU time saved.
+NOT_TRAINED = ('resnet50',)
 
 
 @pytest.fixture(scope='module')
@@ -54,7 +58,7 @@ def _stand_in_imagenet_weights(config, out: str) -> dict:
   return traverse_util.flatten_dict(variables['params'])
 
 
-@pytest.mark.parametrize('name', sorted(models.MODELS))
+@pytest.mark.parametrize('name', sorted(set(models.MODELS) - set(NOT_TRAINED)))
 def test_model_trains_from_its_config_and_reports(name, csv_path, tmp_path,
                                                   capsys):
   config = sweeps.load_config(os.path.join(ROOT, 'configs', f'{name}.py'))

@@ -24,7 +24,7 @@ def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
   # CSV or an image folder need neither it nor its dependencies (a device
   # machine that gets packages carried as wheels lacks them).
   if os.path.isdir(os.path.join(config.path, 'fer2013')):
-    from fer_jax.data import tfds_fer2013  # pylint: disable=import-outside-toplevel
+    from fer_jax.data import tfds_fer2013
     if tfds_fer2013.is_prepared(config.path):
       if config.ferplus_path:
         raise UserError('FER+ votes are joined to FER2013 by row position: '

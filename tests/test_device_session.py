@@ -1,5 +1,7 @@
-"""experiments/device_pack.py: FER2013 and FER+ back byte for byte, or an
-error that says why."""
+"""What a device call needs, checked here: experiments/device_pack.py gives
+FER2013 and FER+ back byte for byte, or an error that says why, and
+experiments/device_session.sh parses (tests cannot run it: it needs the
+device; its header says how to try it on the CPU)."""
 
 import importlib.util
 import os
@@ -12,6 +14,7 @@ import fakedata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'experiments', 'device_pack.py')
+SESSION = os.path.join(ROOT, 'experiments', 'device_session.sh')
 
 
 def _load_device_pack():
@@ -80,3 +83,9 @@ def test_a_damaged_pack_is_one_error_line(device_pack, downloads, tmp_path):
       timeout=60)
   assert result.returncode == 2
   assert result.stderr.startswith('error: ') and result.stderr.count('\n') == 1
+
+
+def test_the_session_script_parses():
+  result = subprocess.run(['bash', '-n', SESSION], capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 0, result.stderr
