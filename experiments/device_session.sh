@@ -5,8 +5,8 @@
 # the runs (best checkpoints, metrics, ten-crop reports) and the tables.
 #
 # Here, once per checkout (the device reaches no network and lacks grain,
-# array_record, ml_collections, tensorboardX and portpicker; the .device and
-# .whl folders must be git-ignored, in .git/info/exclude):
+# array_record, ml_collections, tensorboardX and portpicker; .gitignore keeps
+# the .device and .whl folders out of git):
 #   python experiments/device_pack.py pack \
 #       --fer2013=../shared/datasets/fer2013/fer2013.tar.gz \
 #       --ferplus=../shared/datasets/ferplus/fer2013new.csv --out=.device/fer.xz
