@@ -55,6 +55,11 @@ cd "$(dirname "$0")/.."
 mkdir -p "$WORK" "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 export PYTHONUNBUFFERED=1
+# Every process and run compiles the same evaluation programs (and the
+# ablation's runs the same model): XLA's persistent cache compiles each once.
+export JAX_COMPILATION_CACHE_DIR=$WORK/jax_cache
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
+REPORTS_S=90  # Kept after the sweeps for the ten-crop reports and results.
 left() { echo $((BUDGET_S - SECONDS)); }
 stage() { echo; echo "=== $* (at ${SECONDS} s, $(left) s left)"; }
 
@@ -116,12 +121,13 @@ if [ "$EPOCHS" = auto ]; then
       gsub(/[ ,]/, "", $7); print $7 }' "$OUT/bench_b64.txt" 2>/dev/null)
   [ -n "$rate" ] || { echo "no measured img/s to size the runs"; exit 1; }
   # All runs share the GPU at once, assumed to go together no faster than
-  # one alone at the loop's measured img/s; 60% of the time left trains,
-  # the rest is start-up, compilation, evaluation and the reports.
+  # one alone at the loop's measured img/s; 60% of the sweeps' time trains,
+  # the rest is start-up, compilation and evaluation.
   EPOCHS=$(python3 -c "print(max(1, min($MAX_EPOCHS,
-      int(0.6 * $(left) * $rate / ($total * $TRAIN_IMAGES)))))")
+      int(0.6 * ($(left) - $REPORTS_S) * $rate
+          / ($total * $TRAIN_IMAGES)))))")
 fi
-deadline=$(($(left) - 60))
+deadline=$(($(left) - REPORTS_S))
 [ "$deadline" -gt 30 ] || { echo "no time left for the sweeps"; exit 1; }
 echo "$total runs (at once on a GPU), $EPOCHS epochs each, stopped after" \
     "$deadline s"
@@ -149,9 +155,9 @@ for sweep in $SWEEPS; do
   for best in "$WORK/$name"/*/checkpoints/best/[0-9]*; do
     [ -d "$best" ] && trained+=("${best%/checkpoints/best/*}")
   done
-  if [ "${#trained[@]}" -gt 0 ] && [ "$(left)" -gt 45 ]; then
+  if [ "${#trained[@]}" -gt 0 ] && [ "$(left)" -gt 40 ]; then
     stage "ten-crop reports: $name, ${#trained[@]} runs"
-    timeout $(($(left) - 30)) python3 -m fer_jax.report --nofigures \
+    timeout $(($(left) - 20)) python3 -m fer_jax.report --nofigures \
         --workdirs "${trained[@]}" --out "$WORK/$name/reports" --ten_crop \
         > "$WORK/$name/reports.log" 2>&1
     tail -n 1 "$WORK/$name/reports.log"
