@@ -119,13 +119,17 @@ done
 if [ "$EPOCHS" = auto ]; then
   rate=$(awk -F'|' '$2 ~ /jax/ && $3 ~ /resnet_small/ {
       gsub(/[ ,]/, "", $7); print $7 }' "$OUT/bench_b64.txt" 2>/dev/null)
-  [ -n "$rate" ] || { echo "no measured img/s to size the runs"; exit 1; }
-  # All runs share the GPU at once, assumed to go together no faster than
-  # one alone at the loop's measured img/s; 60% of the sweeps' time trains,
-  # the rest is start-up, compilation and evaluation.
-  EPOCHS=$(python3 -c "print(max(1, min($MAX_EPOCHS,
-      int(0.6 * ($(left) - $REPORTS_S) * $rate
-          / ($total * $TRAIN_IMAGES)))))")
+  if [ -z "$rate" ]; then
+    EPOCHS=10
+    echo "no measured img/s to size the runs (see above): $EPOCHS epochs"
+  else
+    # All runs share the GPU at once, assumed to go together no faster than
+    # one alone at the loop's measured img/s; 60% of the sweeps' time
+    # trains, the rest is start-up, compilation and evaluation.
+    EPOCHS=$(python3 -c "print(max(1, min($MAX_EPOCHS,
+        int(0.6 * ($(left) - $REPORTS_S) * $rate
+            / ($total * $TRAIN_IMAGES)))))")
+  fi
 fi
 deadline=$(($(left) - REPORTS_S))
 [ "$deadline" -gt 30 ] || { echo "no time left for the sweeps"; exit 1; }
