@@ -54,6 +54,7 @@ TRAIN_IMAGES=28709
 cd "$(dirname "$0")/.."
 mkdir -p "$WORK" "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
+log_pid=$!
 export PYTHONUNBUFFERED=1
 # Every process and run compiles the same evaluation programs (and the
 # ablation's runs the same model): XLA's persistent cache compiles each once.
@@ -150,7 +151,7 @@ for sweep in $SWEEPS; do
       > "$WORK/$(basename "$sweep" .py).log" 2>&1 &
   pids+=($!)
 done
-wait "${pids[@]}"  # Not a bare wait: that also waits for the log's tee.
+wait "${pids[@]}"  # Not a bare wait: that waits for the log's tee too.
 for sweep in $SWEEPS; do
   name=$(basename "$sweep" .py)
   tail -n 2 "$WORK/$name.log"
@@ -182,3 +183,5 @@ tar -C "$WORK" --exclude=checkpoints/latest --exclude=tensorboard \
     | split -b 15m -d - "$OUT/runs.tar.xz.part-"
 ls -l "$OUT"
 stage "done"
+exec >&- 2>&-
+wait "$log_pid"  # session.log complete before the call returns.
