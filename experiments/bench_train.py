@@ -403,8 +403,7 @@ def _bench_torch() -> Result:
            if device.type == 'cuda'
            else f'cpu, {torch.get_num_threads()} threads')
   return Result('torch', 'resnet_small', f'{where}, torch {torch.__version__}',
-                data,
-                sum(p.numel() for p in model.parameters()), step_rate,
+                data, sum(p.numel() for p in model.parameters()), step_rate,
                 loop_rate, compile_s, _peak_host_mb())
 
 

@@ -143,12 +143,12 @@ XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $total, 3))")
 # checkpoint and stop (background jobs ignore SIGINT).
 pids=()
 for sweep in $SWEEPS; do
+  name=$(basename "$sweep" .py)
   mapfile -t flags < <(sweep_flags "$sweep")
   timeout --kill-after=30 "$deadline" \
-      python3 -m fer_jax.sweep --config="$sweep" \
-      --workdir="$WORK/$(basename "$sweep" .py)" --parallel=devices \
-      --runs_per_device="${runs[$sweep]}" "${flags[@]}" \
-      > "$WORK/$(basename "$sweep" .py).log" 2>&1 &
+      python3 -m fer_jax.sweep --config="$sweep" --workdir="$WORK/$name" \
+      --parallel=devices --runs_per_device="${runs[$sweep]}" "${flags[@]}" \
+      > "$WORK/$name.log" 2>&1 &
   pids+=($!)
 done
 wait "${pids[@]}"  # Not a bare wait: that waits for the log's tee too.
