@@ -55,9 +55,11 @@ def default_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   model.name = 'resnet_small'  # Other fields are the model's own settings.
   model.dropout = 0.0
-  # A directory of converted ImageNet weights (python -m fer_jax.convert) to
-  # start from: matching parameters are loaded, the classifier for the FER
-  # classes is initialised afresh. '': none.
+  # Weights to start from: a directory of converted ImageNet weights (python
+  # -m fer_jax.convert) or a run directory (its best checkpoint: fine-tuning
+  # or continuing a trained model). Parameters with the same name and shape
+  # are loaded, the rest (e.g. a classifier for other classes) is initialised
+  # afresh. '': none.
   model.init_from = ''
 
   config.train = train = ml_collections.ConfigDict()

@@ -1,19 +1,22 @@
-"""Knowledge distillation and FER+ vote targets, from the loss to a run."""
+"""Learning from a trained run (knowledge distillation, init_from a run
+directory) and FER+ vote targets, from the loss to a run."""
 
+import logging
 import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 import fakedata
-from fer_jax import models, rundir
+from fer_jax import inference, models, rundir
 from fer_jax.config import default_config
 from fer_jax.data import preprocess, sources
 from fer_jax.errors import UserError
 from fer_jax.evaluate import report
-from fer_jax.train import distill, loop, optim, step
+from fer_jax.train import distill, loop, optim, step, warm_start
 from test_loop import tiny_config
 
 STUDENT_SPEC = preprocess.InputSpec(24, 1, (127.5,), (127.5,))
@@ -148,3 +151,79 @@ def test_bad_distillation_and_label_settings_are_user_errors(
   with pytest.raises(UserError, match=message):
     loop.train(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / rundir.CONFIG)
+
+
+# ------------------------------------------- init_from a run directory.
+
+
+def test_init_from_a_run_loads_all_but_a_classifier_of_other_classes(
+    ferplus_files, teacher_dir):
+  config = _tiny_config(ferplus_files)
+  config.data.ferplus_path = ''  # FER2013's 7 classes; the run had FER+'s 8.
+  config.model.init_from = teacher_dir
+  warm_start.check(config)
+  model = models.create('resnet_small', 7, stem_features=8,
+                        block_features=(8, 16))
+  fresh = model.init(jax.random.key(3), jnp.zeros((1, 48, 48, 1)),
+                     train=False)
+  params, batch_stats = warm_start.load(config, fresh['params'],
+                                        fresh['batch_stats'])
+  trained = jax.tree_util.tree_flatten_with_path(inference.load_trained(
+      rundir.RunDir(teacher_dir, create=False)).variables)[0]
+  trained = {jax.tree_util.keystr(path): value for path, value in trained}
+  loaded = jax.tree_util.tree_flatten_with_path(
+      {'params': params, 'batch_stats': batch_stats})[0]
+  initial = jax.tree.leaves(fresh)
+  assert len(loaded) == len(initial) == len(trained)
+  kept = []
+  for (path, value), fresh_value in zip(loaded, initial):
+    name = jax.tree_util.keystr(path)
+    if value.shape == trained[name].shape:
+      np.testing.assert_array_equal(value, trained[name])
+    else:
+      np.testing.assert_array_equal(value, fresh_value)
+      kept.append(name)
+  # The classifier: 7 outputs here, 8 in the run.
+  assert kept == ["['params']['Dense_0']['bias']",
+                  "['params']['Dense_0']['kernel']"]
+
+
+def test_a_run_continues_from_another_runs_best_checkpoint(
+    ferplus_files, teacher_dir, tmp_path, caplog):
+  config = _tiny_config(ferplus_files, schedule='cosine')
+  config.model.init_from = teacher_dir
+  with caplog.at_level(logging.INFO):
+    run, _ = loop.train(config, str(tmp_path))
+  total = len(jax.tree.leaves(inference.load_trained(run).variables))
+  assert (f'Loaded {total} of {total} arrays from {teacher_dir}; these keep '
+          'their initialisation: none.') in caplog.text
+  assert [r['epoch'] for r in run.read_metrics()] == [1]
+
+
+@pytest.mark.parametrize('setting, value, message', [
+    ('model.name', 'mobilenetv2_small', 'is a run of resnet_small, but '
+     "config.model.name is 'mobilenetv2_small'"),
+    ('data.normalization', 'dataset', "trained with 'symmetric' input "
+     'normalisation.*--config.data.normalization=symmetric'),
+])
+def test_init_from_a_run_of_another_model_or_input_is_a_user_error(
+    ferplus_files, teacher_dir, tmp_path, setting, value, message):
+  config = _tiny_config(ferplus_files)
+  if setting == 'model.name':  # With that model's own default settings.
+    config.model = ml_collections.ConfigDict({'name': value, 'dropout': 0.0})
+  else:
+    config.data.normalization = value
+  config.model.init_from = teacher_dir
+  with pytest.raises(UserError, match=message):
+    loop.train(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run' / rundir.CONFIG)
+
+
+def test_init_from_a_run_without_a_best_checkpoint_is_a_user_error(
+    ferplus_files, tmp_path):
+  unfinished = rundir.RunDir(str(tmp_path / 'unfinished'))
+  unfinished.save_config(_tiny_config(ferplus_files))
+  config = _tiny_config(ferplus_files)
+  config.model.init_from = unfinished.path
+  with pytest.raises(UserError, match='without a best checkpoint'):
+    loop.train(config, str(tmp_path / 'run'))

@@ -230,25 +230,33 @@ def init_from(path: str, arch: str, params, batch_stats) -> tuple:
   """(params, batch_stats) with every leaf that `path`'s converted weights
   have under the same name and shape replaced by the converted one; the
   others (the classifier for the FER classes, custom heads) are kept."""
-  pretrained = traverse_util.flatten_dict(load(path, arch))
-  loaded = 0
+  return merge(load(path, arch), params, batch_stats, path)
 
-  def merge(collection, tree):
-    nonlocal loaded
+
+def merge(pretrained: dict, params, batch_stats, source: str) -> tuple:
+  """(params, batch_stats) with every leaf that `pretrained` ({'params',
+  'batch_stats'}) has under the same name and shape replaced by its value;
+  fails if none matches. `source` names them in messages."""
+  flat_pretrained = traverse_util.flatten_dict(pretrained)
+  kept = []
+
+  def merged(collection, tree):
     flat = traverse_util.flatten_dict(tree)
     for key, value in flat.items():
-      new = pretrained.get((collection, *key))
+      new = flat_pretrained.get((collection, *key))
       if new is not None and new.shape == value.shape:
         flat[key] = jnp.asarray(new, value.dtype)
-        loaded += 1
+      else:
+        kept.append('/'.join((collection, *key)))
     return traverse_util.unflatten_dict(flat) if flat else tree
 
-  params, batch_stats = merge('params', params), merge('batch_stats',
-                                                       batch_stats)
-  if not loaded:
-    raise UserError(f'config.model.init_from={path!r}: no parameter of the '
-                    f'{arch} model matches the converted ones.')
-  logging.info('Loaded %d of %d arrays from %s; the others keep their '
-               'initialisation.', loaded,
-               len(jax.tree.leaves((params, batch_stats))), path)
+  params, batch_stats = (merged('params', params),
+                         merged('batch_stats', batch_stats))
+  total = len(jax.tree.leaves((params, batch_stats)))
+  if len(kept) == total:
+    raise UserError(f'config.model.init_from={source!r}: no parameter of the '
+                    'model matches its weights (names and shapes differ).')
+  logging.info('Loaded %d of %d arrays from %s; these keep their '
+               'initialisation: %s.', total - len(kept), total, source,
+               ', '.join(kept) or 'none')
   return params, batch_stats

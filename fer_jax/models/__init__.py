@@ -38,7 +38,7 @@ def create(name: str, num_classes: int, *, compute_dtype: str = 'float32',
   `compute_dtype` (config.train.compute_dtype) other than 'float32' needs a
   model with a `dtype` field.
   """
-  # Where to load converted weights from (loop.py), not a model field.
+  # The weights to start from (train/warm_start.py), not a model field.
   kwargs.pop('init_from', None)
   if name not in MODELS:
     raise UserError(f'Unknown model {name!r}: choose config.model.name from '

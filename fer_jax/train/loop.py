@@ -19,11 +19,11 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from fer_jax import convert, inference, metrics, models, rundir
+from fer_jax import inference, metrics, models, rundir
 from fer_jax.data import dataset, device_augment, pipeline, preprocess
 from fer_jax.data import sources
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import distill, mixing, optim, phases, step
+from fer_jax.train import distill, mixing, optim, phases, step, warm_start
 
 
 def _initialize_distributed(settings: ml_collections.ConfigDict | None
@@ -95,9 +95,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.model settings {model_settings} do not build a '
                     f'{name} for {size}x{size}x{channels} inputs: '
                     f'{" ".join(str(e).split("-" * 20)[0].split())}') from None
-  if config.model.get('init_from'):
-    # Before the data loads; also checks the normalisation the weights expect.
-    convert.read_meta(config.model.init_from, name, config.data.normalization)
+  warm_start.check(config)
   plan = phases.parse(config.train)
   groups = None
   for phase in plan:
@@ -311,11 +309,11 @@ def train(config: ml_collections.ConfigDict,
                                     ema=bool(ema_decay)),
                   out_shardings=replicated)(init_rng)
   if config.model.get('init_from') and run.latest_step() is None:
-    # Converted ImageNet weights; the optimizer state depends on shapes only.
+    # The optimizer state depends on shapes only.
     state = state.replace(**jax.device_put(dict(zip(
-        ('params', 'batch_stats'), convert.init_from(
-            config.model.init_from, config.model.name, state.params,
-            state.batch_stats))), replicated)).with_fresh_ema()
+        ('params', 'batch_stats'), warm_start.load(
+            config, state.params, state.batch_stats))),
+        replicated)).with_fresh_ema()
   num_params = models.count_params(state.params)
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
                '%d device(s).', config.model.name, f'{num_params:,}',

@@ -1,0 +1,62 @@
+"""The weights a run starts from: `config.model.init_from`.
+
+Either a directory of converted ImageNet weights (python -m fer_jax.convert)
+or another run's directory (any workdir of python -m fer_jax.main, or the
+released model in fer_jax/pretrained), whose best checkpoint is loaded: to
+fine-tune a trained FER model on other labels or data (FER2013 -> FER+,
+where the 8-class classifier starts afresh) or to continue one under a new
+schedule. Either way every parameter and BatchNorm statistic with the same
+name and shape is loaded and the rest keeps its initialisation; the
+optimizer always starts afresh.
+"""
+
+import os
+
+import jax
+import ml_collections
+
+from fer_jax import convert, inference, rundir
+from fer_jax.errors import UserError
+
+
+def _is_run_directory(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, rundir.CONFIG))
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Fails, before any data is read, on init_from weights that cannot fit
+  the run's model or input normalisation."""
+  path = config.model.get('init_from', '')
+  if not path:
+    return
+  if not _is_run_directory(path):
+    convert.read_meta(path, config.model.name, config.data.normalization)
+    return
+  source = rundir.RunDir(path, create=False)
+  trained = source.load_config()
+  if trained.model.name != config.model.name:
+    raise UserError(f'config.model.init_from={path!r} is a run of '
+                    f'{trained.model.name}, but config.model.name is '
+                    f'{config.model.name!r}.')
+  if trained.data.normalization != config.data.normalization:
+    raise UserError(f'config.model.init_from={path!r} was trained with '
+                    f'{trained.data.normalization!r} input normalisation, but '
+                    f'config.data.normalization is '
+                    f'{config.data.normalization!r}; set '
+                    f'--config.data.normalization='
+                    f'{trained.data.normalization}.')
+  if source.latest_step('best') is None:
+    raise UserError(f'config.model.init_from={path!r} is a run directory '
+                    'without a best checkpoint: train it for at least one '
+                    'epoch first.')
+
+
+def load(config: ml_collections.ConfigDict, params, batch_stats) -> tuple:
+  """(params, batch_stats) with init_from's weights merged in (see the
+  module docstring); `check` has passed."""
+  path = config.model.init_from
+  if not _is_run_directory(path):
+    return convert.init_from(path, config.model.name, params, batch_stats)
+  trained = inference.load_trained(rundir.RunDir(path, create=False))
+  return convert.merge(jax.device_get(trained.variables), params, batch_stats,
+                       path)
