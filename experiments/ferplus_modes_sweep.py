@@ -15,7 +15,7 @@ PublicTest accuracy, the FER+ paper's metric.
 import os
 
 from fer_jax import sweeps
-from fer_jax.data import sources
+from fer_jax.data import ferplus
 
 RESNET_SMALL = os.path.join(os.path.dirname(__file__), os.pardir, 'configs',
                             'resnet_small.py')
@@ -28,5 +28,5 @@ def get_config():
 
 
 def sweep(add):
-  for mode in sources.FERPLUS_LABEL_MODES:
+  for mode in ferplus.LABEL_MODES:
     add(**{'data.label_mode': mode})

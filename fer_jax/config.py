@@ -18,7 +18,7 @@ def default_config() -> ml_collections.ConfigDict:
   data.path = ''
   data.ferplus_path = ''  # fer2013new.csv: FER+ labels over the CSV rows.
   # How FER+ votes become the train split's targets (data/sources.py,
-  # ferplus_targets): 'majority', 'probability' (a label drawn from the vote
+  # ferplus.targets): 'majority', 'probability' (a label drawn from the vote
   # distribution every step), 'crossentropy' (fit the distribution) or
   # 'multi_target' (any emotion with >= 30% of the votes is right). Val and
   # test always use majority labels.

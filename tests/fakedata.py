@@ -35,7 +35,7 @@ def write_challenge_csv(path: str, per_class=(12, 4, 4), seed=0) -> dict:
   return written
 
 
-# FER2013 class -> its FER+ column (fer_jax.data.sources.FERPLUS_CLASSES).
+# FER2013 class -> its FER+ column (fer_jax.data.ferplus.CLASSES).
 FERPLUS_COLUMN = {'angry': 4, 'disgust': 5, 'fear': 6, 'happy': 1, 'sad': 3,
                   'surprise': 2, 'neutral': 0}
 

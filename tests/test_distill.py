@@ -13,7 +13,7 @@ import pytest
 import fakedata
 from fer_jax import inference, models, rundir
 from fer_jax.config import default_config
-from fer_jax.data import preprocess, sources
+from fer_jax.data import ferplus, preprocess
 from fer_jax.errors import UserError
 from fer_jax.evaluate import report
 from fer_jax.train import distill, loop, optim, step, warm_start
@@ -118,7 +118,7 @@ def test_student_learns_vote_targets_from_a_teacher(ferplus_files,
   config = _tiny_config(ferplus_files, distill_from=teacher_dir, epochs=2)
   config.data.label_mode = 'multi_target'
   run, data = loop.train(config, str(tmp_path))
-  assert data.class_names == sources.FERPLUS_CLASSES
+  assert data.class_names == ferplus.CLASSES
   assert data.splits['train'].targets is not None
   records = run.read_metrics()
   assert [r['epoch'] for r in records] == [1, 2]

@@ -57,8 +57,10 @@ def runs(tmp_path_factory) -> dict[str, str]:
   root = tmp_path_factory.mktemp('distributed')
   data = str(root / 'fer2013.csv')
   fakedata.write_challenge_csv(data, per_class=(8, 2, 2))  # 3 steps of 16.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  env |= {'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': _ROOT}
+  # One CPU device per process (no 8-device flag from another test), with
+  # conftest's quicker compiles.
+  env = os.environ | {'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': _ROOT,
+                      'XLA_FLAGS': '--xla_backend_optimization_level=0'}
   port = _free_port()
   processes = []
   for i in range(2):

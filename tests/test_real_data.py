@@ -7,7 +7,7 @@ import pytest
 
 from fer_jax import inference, rundir
 from fer_jax.config import default_config
-from fer_jax.data import dataset, sources
+from fer_jax.data import dataset, ferplus, sources
 from fer_jax.evaluate import report
 from fer_jax.predict import predictor
 from fer_jax.train import loop
@@ -50,15 +50,15 @@ def test_image_zip_matches_the_csv(csv_data):
 
 def test_ferplus_labels_in_every_mode():
   data = sources.load(TAR, ferplus_path=FERPLUS)
-  assert data.class_names == sources.FERPLUS_CLASSES
+  assert data.class_names == ferplus.CLASSES
   sizes = {name: len(split) for name, split in data.splits.items()}
   # The FER+ paper's majority mode drops ~10% (unknown / not a face / ties).
   assert sizes == {'train': 25_060, 'val': 3_199, 'test': 3_153}
   # The vote-based modes keep more of the train rows (README, Data).
   votes, splits = sources._read_ferplus_votes(FERPLUS, 35_887)
   train_votes = votes[splits == 'train']
-  kept = {mode: int(sources.ferplus_targets(train_votes, mode).any(1).sum())
-          for mode in sources.FERPLUS_LABEL_MODES}
+  kept = {mode: int(ferplus.targets(train_votes, mode).any(1).sum())
+          for mode in ferplus.LABEL_MODES}
   assert kept == {'majority': 25_060, 'probability': 27_956,
                   'crossentropy': 27_956, 'multi_target': 27_671}
 
@@ -91,7 +91,9 @@ def test_brief_training_on_a_subset(tmp_path):
   config.data.max_per_class = 20
   config.train.epochs = 1
   config.train.batch_size = 16
-  config.model.dropout = 0.15
+  # The real files through training and the report; a narrow model keeps
+  # it quick (the shipped model's test evaluates the full-size one).
+  config.model.update(dropout=0.15, stem_features=8, block_features=(8, 16))
   run, data = loop.train(config, str(tmp_path))
   assert len(data.splits['train']) == 7 * 20
   result = report.write_report(run, data)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import Record, SyntheticFer, block_images, encode
-from fer_jax.data import sources
+from fer_jax.data import ferplus, sources
 from fer_jax.errors import UserError
 
 CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral')
@@ -82,7 +82,7 @@ def _assert_same(a: sources.FerData, b: sources.FerData) -> None:
 
 def test_class_names_are_in_fer2013_emotion_order():
   assert sources.FER2013_CLASSES == CLASSES
-  assert sources.FERPLUS_CLASSES == FERPLUS_CLASSES
+  assert ferplus.CLASSES == FERPLUS_CLASSES
 
 
 @pytest.mark.parametrize('form', [
@@ -283,7 +283,7 @@ FERPLUS_ROWS = [
 
 def test_ferplus_majority_rules():
   votes = np.array([row[0] for row in FERPLUS_ROWS])
-  labels = sources.ferplus_majority(votes)
+  labels = ferplus.majority_labels(votes)
   assert labels.tolist() == [row[3] for row in FERPLUS_ROWS]
 
 
@@ -664,7 +664,7 @@ TARGET_ROWS = [
                                   'multi_target', 'majority'])
 def test_ferplus_targets_follow_the_reference_rules(mode):
   votes = np.array([row[0] for row in TARGET_ROWS])
-  targets = sources.ferplus_targets(votes, mode)
+  targets = ferplus.targets(votes, mode)
   assert targets.shape == (len(TARGET_ROWS), 8)
   assert targets.dtype == np.float32
   for got, (_, expected) in zip(targets, TARGET_ROWS):
@@ -674,13 +674,13 @@ def test_ferplus_targets_follow_the_reference_rules(mode):
       want = expected['probability' if mode == 'crossentropy' else mode]
     if want is None:
       if mode == 'majority':
-        continue  # Checked against ferplus_majority below.
+        continue  # Checked against majority_labels below.
       assert not got.any()
     else:
       np.testing.assert_allclose(got, np.pad(want, (0, 8 - len(want))),
                                  rtol=1e-6)
   if mode == 'majority':
-    labels = sources.ferplus_majority(votes)
+    labels = ferplus.majority_labels(votes)
     assert (targets.argmax(1)[labels >= 0] == labels[labels >= 0]).all()
     assert (targets.sum(1) == (labels >= 0)).all()
 

@@ -29,16 +29,12 @@ from collections.abc import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from fer_jax.data import ferplus
 from fer_jax.errors import UserError
 
 IMAGE_SIZE = 48
 FER2013_CLASSES = ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise',
                    'neutral')
-FERPLUS_CLASSES = ('neutral', 'happiness', 'surprise', 'sadness', 'anger',
-                   'disgust', 'fear', 'contempt')
-# Columns of fer2013new.csv after `Usage,Image name`: 8 emotions, then
-# `unknown` and `NF` (not a face).
-FERPLUS_VOTE_COLUMNS = FERPLUS_CLASSES + ('unknown', 'NF')
 USAGE_TO_SPLIT = {'Training': 'train', 'PublicTest': 'val',
                   'PrivateTest': 'test'}
 SPLITS = ('train', 'val', 'test')
@@ -64,7 +60,7 @@ class Split:
   """One split: `images` uint8 [N, 48, 48], `labels` int32 [N].
 
   `targets`, float32 [N, classes] rows summing to 1, are the training
-  targets of FER+'s vote-based label modes (`ferplus_targets`); None means
+  targets of FER+'s vote-based label modes (`ferplus.targets`); None means
   the one-hot `labels`, which are then also each row's argmax.
   """
   images: np.ndarray
@@ -207,110 +203,15 @@ def _read_challenge_csv(path: str, bad: _BadRecords) -> _CsvRows:
 # ------------------------------------------------------------ FER+ votes.
 
 
-def ferplus_majority(votes: np.ndarray) -> np.ndarray:
-  """FER+ `majority` labels from [N, 10] votes; -1 where the row is dropped.
-
-  As in the FER+ reference code (microsoft/FERPlus, `_process_data`): single
-  votes are outliers and removed; a label needs more than half of the
-  remaining votes; rows whose winner is `unknown` or `NF` are dropped.
-  """
-  votes = np.where(votes <= 1, 0, votes).astype(np.float64)
-  totals = votes.sum(axis=1)
-  winner = votes.argmax(axis=1)
-  has_majority = votes.max(axis=1) > 0.5 * totals
-  is_emotion = winner < len(FERPLUS_CLASSES)
-  return np.where(has_majority & is_emotion, winner, -1).astype(np.int32)
-
-
-# How FER+ votes become training targets (Barsoum et al. 2016, "Training
-# deep networks for facial expression recognition with crowd-sourced label
-# distribution"). Validation and test always use `majority` labels, as there.
-FERPLUS_LABEL_MODES = ('majority', 'probability', 'crossentropy',
-                       'multi_target')
-
-
 def check_label_mode(label_mode: str, ferplus_path: str) -> None:
   """config.data.label_mode is known, and only asks for votes with votes."""
-  if label_mode not in FERPLUS_LABEL_MODES:
+  if label_mode not in ferplus.LABEL_MODES:
     raise UserError(f'data.label_mode={label_mode!r} is not one of '
-                    f'{FERPLUS_LABEL_MODES}.')
+                    f'{ferplus.LABEL_MODES}.')
   if label_mode != 'majority' and not ferplus_path:
     raise UserError(f'data.label_mode={label_mode!r} turns FER+ votes into '
                     'targets: set data.ferplus_path to fer2013new.csv, or '
                     "use label_mode='majority'. " + DOWNLOAD_HINT)
-
-
-def _vote_distribution(votes: np.ndarray) -> np.ndarray | None:
-  """The `probability` / `crossentropy` target of one row of outlier-free
-  votes, or None when the row is dropped.
-
-  As the FER+ reference code: take the most-voted emotions (ties together),
-  up to three, until they hold 75% of the votes; stop at `unknown` or `NF`,
-  which drops the row if it comes first; keep the row if the chosen
-  emotions hold more than half of the votes; normalise their votes.
-  """
-  num_emotions = len(FERPLUS_CLASSES)
-  total = votes.sum()
-  chosen = np.zeros(num_emotions)
-  remaining = votes.copy()
-  count = 0
-  while chosen.sum() < 0.75 * total and count < 3:
-    top = remaining.max()
-    tied = np.flatnonzero(remaining == top)
-    if tied[-1] >= num_emotions:  # `unknown` or `NF` among the winners.
-      emotions = tied[tied < num_emotions]
-      if not chosen.any() and not len(emotions):
-        return None
-      chosen[emotions] = top
-      count += len(emotions)
-      break
-    chosen[tied] = top
-    remaining[tied] = 0
-    count += len(tied)
-  if chosen.sum() <= 0.5 * total or count > 3:
-    return None
-  return chosen / chosen.sum()
-
-
-def _multi_target_set(votes: np.ndarray) -> np.ndarray | None:
-  """The `multi_target` target of one row of outlier-free votes: the
-  emotions with at least 30% of the votes, normalised; None when they hold
-  no more than half of the votes or `unknown` / `NF` leads."""
-  total = votes.sum()
-  chosen = np.where(votes >= 0.3 * total, votes, 0)
-  if chosen.sum() <= 0.5 * total or chosen.argmax() >= len(FERPLUS_CLASSES):
-    return None
-  emotions = chosen[:len(FERPLUS_CLASSES)]
-  return emotions / emotions.sum()
-
-
-def ferplus_targets(votes: np.ndarray, mode: str) -> np.ndarray:
-  """float32 [N, 8] training targets from [N, 10] votes in a label `mode`;
-  all-zero rows are dropped.
-
-  `majority`: one-hot `ferplus_majority`. `probability` and `crossentropy`:
-  the distribution of the leading emotions' votes (`_vote_distribution`);
-  the train step draws one label from it per example and step
-  (`probability`) or fits it with cross-entropy (`crossentropy`).
-  `multi_target`: the emotions with >= 30% of the votes, any of which
-  counts as right (`_multi_target_set`). Single votes are removed first in
-  every mode.
-  """
-  if mode not in FERPLUS_LABEL_MODES:
-    raise ValueError(f'mode={mode!r} is not one of {FERPLUS_LABEL_MODES}.')
-  targets = np.zeros((len(votes), len(FERPLUS_CLASSES)), np.float32)
-  if mode == 'majority':
-    labels = ferplus_majority(votes)
-    kept = labels >= 0
-    targets[kept, labels[kept]] = 1
-    return targets
-  target_of = _vote_distribution if mode != 'multi_target' else (
-      _multi_target_set)
-  for row, row_votes in enumerate(np.where(votes <= 1, 0, votes)):
-    target = target_of(row_votes.astype(np.float64))
-    if target is not None:
-      targets[row] = target
-  return targets
 
 
 def _read_ferplus_votes(path: str, num_rows: int) -> tuple[np.ndarray,
@@ -321,7 +222,7 @@ def _read_ferplus_votes(path: str, num_rows: int) -> tuple[np.ndarray,
   with open(path, encoding='utf-8') as f:
     reader = csv.reader(f)
     header = next(reader, None)
-    expected = ['Usage', 'Image name', *FERPLUS_VOTE_COLUMNS]
+    expected = ['Usage', 'Image name', *ferplus.VOTE_COLUMNS]
     if header is None or [h.strip() for h in header] != expected:
       raise UserError(f'{path}: not a FER+ votes file (header {header!r}, '
                       f'expected {",".join(expected)}).')
@@ -454,7 +355,7 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
     path: the challenge CSV (plain, .gz, .tar.gz) or an image folder / zip.
     ferplus_path: optional `fer2013new.csv`; replaces the labels and classes.
     label_mode: how FER+ votes become the train split's labels and
-      `targets`, one of `FERPLUS_LABEL_MODES` (`ferplus_targets`); val and
+      `targets`, one of `ferplus.LABEL_MODES` (`ferplus.targets`); val and
       test always get majority labels.
     on_bad_record: `error` stops at the first bad record, naming it; `skip`
       skips bad records and counts them in `FerData.skipped` and the log.
@@ -482,11 +383,11 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
     if ferplus_path:
       votes, ferplus_splits = _read_ferplus_votes(ferplus_path, rows.num_rows)
       votes, splits = votes[rows.rows], ferplus_splits[rows.rows]
-      labels = ferplus_majority(votes)
+      labels = ferplus.majority_labels(votes)
       if label_mode != 'majority':
         is_train = splits == 'train'
-        targets = np.zeros((len(votes), len(FERPLUS_CLASSES)), np.float32)
-        targets[is_train] = ferplus_targets(votes[is_train], label_mode)
+        targets = np.zeros((len(votes), len(ferplus.CLASSES)), np.float32)
+        targets[is_train] = ferplus.targets(votes[is_train], label_mode)
         labels = np.where(is_train, np.where(targets.any(axis=1),
                                              targets.argmax(axis=1), -1),
                           labels).astype(np.int32)
@@ -497,7 +398,7 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
       images, labels, splits = images[keep], labels[keep], splits[keep]
       if targets is not None:
         targets = targets[keep]
-      class_names = FERPLUS_CLASSES
+      class_names = ferplus.CLASSES
     split_indices = {s: np.flatnonzero(splits == s) for s in SPLITS}
   elif os.path.isdir(path) or zipfile.is_zipfile(path):
     if ferplus_path:

@@ -11,10 +11,9 @@ import optax
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from fer_jax.data import device_augment
+from fer_jax.data import device_augment, ferplus
 from fer_jax.data.augment import RandomAugment
 from fer_jax.data.preprocess import InputSpec
-from fer_jax.data.sources import FERPLUS_LABEL_MODES
 from fer_jax.train import distill, mixing
 
 # `multi_target`: the weight of the emotions off the target set, as in the
@@ -207,9 +206,9 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   class_weights = jnp.asarray(class_weights)
   num_classes = len(class_weights)
   mixes = mixing.check(mixup_alpha, cutmix_alpha)
-  if label_mode not in FERPLUS_LABEL_MODES:
+  if label_mode not in ferplus.LABEL_MODES:
     raise ValueError(f'label_mode={label_mode!r} is not one of '
-                     f'{FERPLUS_LABEL_MODES}.')
+                     f'{ferplus.LABEL_MODES}.')
 
   loss_settings = {'class_weights': class_weights,
                    'label_smoothing': label_smoothing,
