@@ -36,7 +36,7 @@ import ml_collections
 from fer_jax import rundir
 from fer_jax.errors import UserError
 from fer_jax.evaluate import report, tables
-from fer_jax.train import loop
+from fer_jax.train import config_check, loop
 
 LOG = 'train.log'  # A subprocess run's output, in its run directory.
 MEMORY_FRACTION = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
@@ -155,7 +155,7 @@ class Sweep:
                         f'and varied by the sweep (run {name}); drop it.')
       try:
         config = resolve(base, overrides)
-        loop._check_config(config)  # pylint: disable=protected-access
+        config_check.check(config)
       except UserError as e:
         raise UserError(f'Sweep run {name}: {e}') from None
       runs.append(Run(name, overrides, config))

@@ -22,7 +22,7 @@ from fer_jax import inference, rundir, sweeps
 from fer_jax.config import default_config
 from fer_jax.data import pipeline, sources
 from fer_jax.errors import UserError
-from fer_jax.train import loop
+from fer_jax.train import loop, multihost
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _FLAGS = ('--config=configs/resnet_small.py',
@@ -135,13 +135,13 @@ def test_distributed_runtime_starts_only_when_asked(monkeypatch):
   monkeypatch.setattr(jax.distributed, 'initialize',
                       lambda **kwargs: calls.append(kwargs))
   settings = default_config().distributed
-  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  multihost.initialize(settings)
   assert not calls  # One process by default.
   settings.update(coordinator_address='10.0.0.1:1234', num_processes=4,
                   process_id=3)
-  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  multihost.initialize(settings)
   settings.update(coordinator_address='', num_processes=0, process_id=-1)
-  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  multihost.initialize(settings)
   assert calls == [
       {'coordinator_address': '10.0.0.1:1234', 'num_processes': 4,
        'process_id': 3},
@@ -152,7 +152,7 @@ def test_distributed_runtime_starts_only_when_asked(monkeypatch):
     raise ValueError(f'no cluster found ({kwargs})')
   monkeypatch.setattr(jax.distributed, 'initialize', fail)
   with pytest.raises(UserError, match='no cluster found'):
-    loop._initialize_distributed(settings)  # pylint: disable=protected-access
+    multihost.initialize(settings)
 
 
 def test_an_existing_process_group_must_match(monkeypatch):
@@ -160,7 +160,7 @@ def test_an_existing_process_group_must_match(monkeypatch):
   monkeypatch.setattr(jax.distributed, 'initialize', pytest.fail)
   settings = default_config().distributed
   settings.num_processes = 0
-  loop._initialize_distributed(settings)  # pylint: disable=protected-access
+  multihost.initialize(settings)
   settings.num_processes = jax.process_count() + 1
   with pytest.raises(UserError, match='already runs in a group of 1'):
-    loop._initialize_distributed(settings)  # pylint: disable=protected-access
+    multihost.initialize(settings)

@@ -14,7 +14,7 @@ from fer_jax.config import default_config
 from fer_jax.data import preprocess
 from fer_jax.errors import Interrupted, UserError
 from fer_jax.evaluate import report
-from fer_jax.train import loop, optim, phases, step
+from fer_jax.train import config_check, loop, optim, phases, step
 
 SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
 TIMING_KEYS = ('train_seconds', 'train_images_per_second')
@@ -79,7 +79,7 @@ def test_too_many_blocks_list_the_models_blocks(csv_path):
   with pytest.raises(UserError, match=r'phase 1 trainable=.last:4.: '
                      r'resnet_small has 3 blocks \(Conv_0\+BatchNorm_0, '
                      r'ResidualBlock_0, ResidualBlock_1\)'):
-    loop._check_config(config)
+    config_check.check(config)
 
 
 def test_malformed_phase_exits_2_before_training(csv_path, tmp_path):

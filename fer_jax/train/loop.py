@@ -20,117 +20,16 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from fer_jax import inference, metrics, models, rundir
-from fer_jax.data import dataset, device_augment, pipeline, preprocess
-from fer_jax.data import sources
+from fer_jax.data import (dataset, device_augment, pipeline, preprocess,
+                          sources)
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import distill, mixing, optim, phases, step, warm_start
-
-
-def _initialize_distributed(settings: ml_collections.ConfigDict | None
-                            ) -> None:
-  """Starts JAX's distributed runtime when config.distributed asks for more
-  than one process; before any JAX computation, and once per process (a
-  later train() in the same process finds it started)."""
-  if settings is None or settings.num_processes == 1:
-    return
-  if jax.distributed.is_initialized():
-    if settings.num_processes not in (0, jax.process_count()):
-      raise UserError(
-          f'config.distributed.num_processes={settings.num_processes}, but '
-          f'this process already runs in a group of {jax.process_count()}.')
-    return
-  try:
-    jax.distributed.initialize(
-        coordinator_address=settings.coordinator_address or None,
-        num_processes=settings.num_processes or None,
-        process_id=None if settings.process_id < 0 else settings.process_id)
-  except (RuntimeError, ValueError) as e:
-    raise UserError(
-        f'jax.distributed.initialize failed with config.distributed '
-        f'{settings.to_dict()}: {e}') from None
-  logging.info('Process %d of %d; %d of %d devices here.',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
-
-
-def _local(tree):
-  """The replicated arrays of `tree` as this process's own copies (on its
-  first device), for computations each process runs alone."""
-  if jax.process_count() == 1:
-    return tree
-  return jax.tree.map(lambda x: x.addressable_data(0), tree)
-
-
-def _from_process_0(record: dict) -> dict:
-  """Process 0's numbers in every process, bit for bit, so that all take
-  the same checkpoint, plateau and early-stopping decisions (an orbax save
-  needs every process)."""
-  if jax.process_count() == 1:
-    return record
-  names = sorted(record)
-  bits = np.array([record[n] for n in names], np.float64).view(np.uint32)
-  values = np.asarray(multihost_utils.broadcast_one_to_all(bits),
-                      np.uint32).view(np.float64)
-  return {n: type(record[n])(v) for n, v in zip(names, values)}
+from fer_jax.train import (config_check, distill, multihost, optim, phases,
+                           step, warm_start)
 
 
 def _without_distributed(config: dict | None) -> dict | None:
   """A config as JSON less its process layout, which may change on resume."""
   return config and {k: v for k, v in config.items() if k != 'distributed'}
-
-
-def _check_config(config: ml_collections.ConfigDict) -> None:
-  """Fails on a mistyped name before the data is read or anything compiles."""
-  model_settings = config.model.to_dict()
-  name = model_settings.pop('name')
-  model = models.create(name, 2, compute_dtype=config.train.compute_dtype,
-                        **model_settings)
-  size, channels = config.data.image_size, config.data.channels
-  try:
-    # Shapes only: a setting of the wrong type (an override like
-    # --config.model.block_features=abc) fails here, not mid-run.
-    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                   jax.ShapeDtypeStruct((1, size, size, channels), np.float32))
-  except (TypeError, ValueError) as e:
-    raise UserError(f'config.model settings {model_settings} do not build a '
-                    f'{name} for {size}x{size}x{channels} inputs: '
-                    f'{" ".join(str(e).split("-" * 20)[0].split())}') from None
-  warm_start.check(config)
-  plan = phases.parse(config.train)
-  groups = None
-  for phase in plan:
-    optim.create(phase.train, steps_per_epoch=1)
-    if phase.trainable != 'all':
-      groups = groups or models.parameter_groups(model, (1, size, size,
-                                                         channels))
-      phases.trainable_names(phase, groups, name)
-  device_augment.from_config(config.data.augment)  # Checks every knob.
-  mixing.check(config.train.get('mixup_alpha', 0.0),
-               config.train.get('cutmix_alpha', 0.0))
-  dataset.class_weights(np.zeros(1, np.int32), 2, config.train.class_weights)
-  distill.check(config.train)
-  label_mode = config.data.get('label_mode', 'majority')
-  sources.check_label_mode(label_mode, config.data.ferplus_path)
-  if label_mode == 'multi_target' and config.train.label_smoothing:
-    raise UserError('config.train.label_smoothing does not apply to '
-                    "config.data.label_mode='multi_target' (its loss has no "
-                    'target distribution to smooth): set it to 0.')
-  if config.data.normalization not in preprocess.NORMALIZATIONS:
-    raise UserError(f'config.data.normalization={config.data.normalization!r}'
-                    f' is not one of {preprocess.NORMALIZATIONS}.')
-  if ((config.train.epochs < 1 and not config.train.phases)
-      or config.train.batch_size < 1):
-    raise UserError('config.train.epochs and config.train.batch_size must be '
-                    '>= 1.')
-  metric = config.train.selection_metric
-  if not metric.startswith('val/'):
-    raise UserError(f'config.train.selection_metric={metric!r} must be a '
-                    "validation metric such as 'val/macro_f1' or 'val/loss': "
-                    'models are never selected on the test split.')
-  ema_decay = config.train.get('ema_decay', 0.0)
-  if not 0.0 <= ema_decay < 1.0:
-    raise UserError(f'config.train.ema_decay={ema_decay} must be in [0, 1) '
-                    '(0: no EMA of the weights; e.g. 0.999).')
 
 
 class _StopSignals:
@@ -217,8 +116,8 @@ def train(config: ml_collections.ConfigDict,
   validation split itself, and saves its part of the checkpoints; process 0
   alone writes the other files (config, metrics, TensorBoard).
   """
-  _initialize_distributed(config.get('distributed'))
-  _check_config(config)
+  multihost.initialize(config.get('distributed'))
+  config_check.check(config)
   main = jax.process_index() == 0
   if main:
     run = rundir.RunDir(workdir)
@@ -319,7 +218,7 @@ def train(config: ml_collections.ConfigDict,
                '%d device(s).', config.model.name, f'{num_params:,}',
                steps_per_epoch, global_batch, num_devices)
   logits_fn = inference.make_logits_fn(model, spec)
-  mflops = inference.forward_mflops(logits_fn, _local(state.model_variables),
+  mflops = inference.forward_mflops(logits_fn, multihost.local(state.model_variables),
                                     train_split.images[:1])
   print(f'{config.model.name}: {num_params:,} parameters, {mflops:,.1f} '
         'MFLOPs per image', flush=True)
@@ -466,7 +365,7 @@ def train(config: ml_collections.ConfigDict,
 
       val_split = data.splits['val']
       # Every process evaluates the whole split alone (no collectives).
-      val = inference.evaluate(logits_fn, _local(state.eval_variables),
+      val = inference.evaluate(logits_fn, multihost.local(state.eval_variables),
                                val_split.images, val_split.labels,
                                data.class_names, config.train.eval_batch_size)
       train_metrics = metrics.classification_metrics(
@@ -486,7 +385,7 @@ def train(config: ml_collections.ConfigDict,
       if metric not in record:
         raise UserError(f'config.train.selection_metric={metric!r} is not '
                         f'logged; choose one of {sorted(record)}.')
-      record = _from_process_0(record)
+      record = multihost.from_process_0(record)
       if main:
         run.append_metrics(record)
         for key, value in record.items():
