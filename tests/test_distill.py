@@ -219,6 +219,14 @@ def test_init_from_a_run_of_another_model_or_input_is_a_user_error(
   assert not os.path.exists(tmp_path / 'run' / rundir.CONFIG)
 
 
+def test_init_from_a_missing_run_is_a_user_error(ferplus_files, tmp_path):
+  config = _tiny_config(ferplus_files)
+  config.model.init_from = str(tmp_path / 'no_such_run')
+  with pytest.raises(UserError, match="no_such_run' is not a run directory "
+                     r'\(no config.json\).*trained resnet_small run'):
+    loop.train(config, str(tmp_path / 'run'))
+
+
 def test_init_from_a_run_without_a_best_checkpoint_is_a_user_error(
     ferplus_files, tmp_path):
   unfinished = rundir.RunDir(str(tmp_path / 'unfinished'))

@@ -30,6 +30,12 @@ def check(config: ml_collections.ConfigDict) -> None:
   if not path:
     return
   if not _is_run_directory(path):
+    if config.model.name not in convert.ARCHS:
+      raise UserError(f'config.model.init_from={path!r} is not a run '
+                      'directory (no config.json): give the --workdir of a '
+                      f'trained {config.model.name} run (converted ImageNet '
+                      f'weights exist for {", ".join(sorted(convert.ARCHS))}'
+                      ' only).')
     convert.read_meta(path, config.model.name, config.data.normalization)
     return
   source = rundir.RunDir(path, create=False)
