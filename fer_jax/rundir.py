@@ -40,6 +40,11 @@ TENSORBOARD = 'tensorboard'
 RELEASE = 'release.json'
 
 
+def is_run_directory(path: str) -> bool:
+  """Whether `path` is a run directory (it has a config.json)."""
+  return os.path.isfile(os.path.join(path, CONFIG))
+
+
 def as_json(config: ml_collections.ConfigDict) -> dict:
   """The config as it reads back from config.json (tuples become lists)."""
   return json.loads(json.dumps(config.to_dict()))

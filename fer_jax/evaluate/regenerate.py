@@ -29,7 +29,7 @@ def run_dirs(paths: Sequence[str]) -> list[str]:
   directories inside it. Each one once, in the order given."""
   found = []
   for path in paths:
-    if os.path.isfile(os.path.join(path, rundir.CONFIG)):
+    if rundir.is_run_directory(path):
       found.append(path)
       continue
     inside = sorted(glob.glob(os.path.join(glob.escape(path), '*',

@@ -16,7 +16,6 @@ keeps the soft term's gradients on the scale of the hard one's.
 import dataclasses
 import math
 import numbers
-import os
 
 import flax.linen as nn
 import jax
@@ -59,7 +58,7 @@ def check(train_config: ml_collections.ConfigDict) -> None:
   workdir = train_config.get('distill_from', '')
   if not workdir:
     return
-  if not os.path.isfile(os.path.join(workdir, rundir.CONFIG)):
+  if not rundir.is_run_directory(workdir):
     raise UserError(f'config.train.distill_from={workdir!r} is not a run '
                     'directory (no config.json): train the teacher first '
                     'with python -m fer_jax.main and pass its --workdir.')

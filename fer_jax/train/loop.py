@@ -218,8 +218,9 @@ def train(config: ml_collections.ConfigDict,
                '%d device(s).', config.model.name, f'{num_params:,}',
                steps_per_epoch, global_batch, num_devices)
   logits_fn = inference.make_logits_fn(model, spec)
-  mflops = inference.forward_mflops(logits_fn, multihost.local(state.model_variables),
-                                    train_split.images[:1])
+  mflops = inference.forward_mflops(
+      logits_fn, multihost.local(state.model_variables),
+      train_split.images[:1])
   print(f'{config.model.name}: {num_params:,} parameters, {mflops:,.1f} '
         'MFLOPs per image', flush=True)
   batches = iter(pipeline.train_dataset(
@@ -365,9 +366,9 @@ def train(config: ml_collections.ConfigDict,
 
       val_split = data.splits['val']
       # Every process evaluates the whole split alone (no collectives).
-      val = inference.evaluate(logits_fn, multihost.local(state.eval_variables),
-                               val_split.images, val_split.labels,
-                               data.class_names, config.train.eval_batch_size)
+      val = inference.evaluate(
+          logits_fn, multihost.local(state.eval_variables), val_split.images,
+          val_split.labels, data.class_names, config.train.eval_batch_size)
       train_metrics = metrics.classification_metrics(
           np.asarray(partial['labels']), np.asarray(partial['predictions']),
           data.class_names)

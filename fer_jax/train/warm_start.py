@@ -10,17 +10,11 @@ name and shape is loaded and the rest keeps its initialisation; the
 optimizer always starts afresh.
 """
 
-import os
-
 import jax
 import ml_collections
 
 from fer_jax import convert, inference, rundir
 from fer_jax.errors import UserError
-
-
-def _is_run_directory(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, rundir.CONFIG))
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -29,7 +23,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   path = config.model.get('init_from', '')
   if not path:
     return
-  if not _is_run_directory(path):
+  if not rundir.is_run_directory(path):
     if config.model.name not in convert.ARCHS:
       raise UserError(f'config.model.init_from={path!r} is not a run '
                       'directory (no config.json): give the --workdir of a '
@@ -61,7 +55,7 @@ def load(config: ml_collections.ConfigDict, params, batch_stats) -> tuple:
   """(params, batch_stats) with init_from's weights merged in (see the
   module docstring); `check` has passed."""
   path = config.model.init_from
-  if not _is_run_directory(path):
+  if not rundir.is_run_directory(path):
     return convert.init_from(path, config.model.name, params, batch_stats)
   trained = inference.load_trained(rundir.RunDir(path, create=False))
   return convert.merge(jax.device_get(trained.variables), params, batch_stats,
