@@ -7,10 +7,13 @@
 Everything issue 6 asks of a reported number: the command and config, the
 commit, device, wall time (as given; a released run, fer_jax.release,
 supplies them from its release.json), the seed, the best checkpoint's
-sha256, PublicTest and PrivateTest accuracy and macro-F1 (single and, if
-reported, ten-crop) and per-class F1. Numbers come from report.json, so run
-`python -m fer_jax.report` (with --ten_crop) on the run first.
+sha256 (and, for a run started from other weights, theirs), PublicTest
+and PrivateTest accuracy and macro-F1 (single and, if reported, ten-crop)
+and per-class F1. Numbers come from report.json, so run `python -m
+fer_jax.report` (with --ten_crop) on the run first.
 """
+
+import os
 
 from absl import app, flags
 
@@ -33,6 +36,22 @@ def _percent(value: float) -> str:
   return f'{100 * value:.2f}'
 
 
+def _started_from(info: dict) -> str:
+  """init_from.json's chain of weights, each with its sha256."""
+  links = []
+  while info:
+    if 'checkpoint_sha256' in info:
+      links.append(f'`{info["path"]}` (best checkpoint, step '
+                   f'{info["checkpoint_step"]}, sha256 '
+                   f'`{info["checkpoint_sha256"]}`)')
+    else:
+      links.append(f'`{info["path"]}` (converted '
+                   f'{info["converted"].get("arch")} weights, sha256 '
+                   f'`{info["variables_sha256"]}`)')
+    info = info.get('init_from')
+  return '- Started from ' + ', which started from '.join(links) + '.'
+
+
 def entry(run: rundir.RunDir, provenance: dict) -> str:
   """The Markdown entry of `run`."""
   config = run.load_config()
@@ -51,7 +70,11 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
       f'epochs, best epoch {report["best_epoch"]} by '
       f'{report["selection_metric"]} (PublicTest).',
       f'- Best checkpoint sha256 (`RunDir.checkpoint_sha256`): '
-      f'`{run.checkpoint_sha256("best")}`', '',
+      f'`{run.checkpoint_sha256("best")}`']
+  if os.path.isfile(run.file(rundir.INIT_FROM)):
+    lines.append(_started_from(run.read_json(rundir.INIT_FROM)))
+  lines += [
+      '',
       '| evaluation | PublicTest acc | PublicTest macro-F1 | PrivateTest acc '
       '| PrivateTest macro-F1 |', '|---|---|---|---|---|']
   evaluations = {'single crop': report}

@@ -5,8 +5,9 @@
       --commit=<git sha> --device="<machine>" --wall_time="<h min>"
 
 Copies what the predictor and `python -m fer_jax.report` need, and nothing
-they do not: config.json, dataset.json, metrics.jsonl, report.json and the
-best checkpoint (model weights only, a few MB; the latest checkpoint with
+they do not: config.json, dataset.json, metrics.jsonl, report.json (and
+init_from.json, for a run that started from other weights) and the best
+checkpoint (model weights only, a few MB; the latest checkpoint with
 its optimizer state stays behind). Writes release.json with the provenance
 given on the command line (a run directory does not know its commit or
 machine), the checkpoint's sha256 (`rundir.RunDir.checkpoint_sha256`) and
@@ -60,8 +61,9 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
   if os.path.exists(out):
     shutil.rmtree(out)
   os.makedirs(out)
-  for name in _FILES:
-    shutil.copy2(run.file(name), os.path.join(out, name))
+  for name in _FILES + (rundir.INIT_FROM,):
+    if os.path.isfile(run.file(name)):  # init_from.json is optional.
+      shutil.copy2(run.file(name), os.path.join(out, name))
   shutil.copytree(os.path.join(run.path, 'checkpoints', 'best', str(step)),
                   os.path.join(out, 'checkpoints', 'best', str(step)))
   released = rundir.RunDir(out, create=False)

@@ -38,6 +38,7 @@ METRICS = 'metrics.jsonl'
 REPORT = 'report.json'
 TENSORBOARD = 'tensorboard'
 RELEASE = 'release.json'
+INIT_FROM = 'init_from.json'
 
 
 def is_run_directory(path: str) -> bool:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import fakedata
-from fer_jax import inference, models, rundir
+import test_report
+from fer_jax import inference, models, release, rundir
 from fer_jax.config import default_config
 from fer_jax.data import ferplus, preprocess
 from fer_jax.errors import UserError
@@ -196,7 +197,7 @@ def test_a_run_starts_from_another_runs_best_checkpoint(
   config = _tiny_config(ferplus_files, learning_rate=1e-12)
   config.model.init_from = teacher_dir
   with caplog.at_level(logging.INFO):
-    run, _ = loop.train(config, str(tmp_path))
+    run, data = loop.train(config, str(tmp_path / 'run'))
   started = inference.load_trained(run).variables['params']
   source = inference.load_trained(rundir.RunDir(teacher_dir, create=False))
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0,
@@ -205,6 +206,28 @@ def test_a_run_starts_from_another_runs_best_checkpoint(
   total = len(jax.tree.leaves(source.variables))
   assert (f'Loaded {total} of {total} arrays from {teacher_dir}; these keep '
           'their initialisation: none.') in caplog.text
+
+  # Provenance: init_from.json names the source checkpoint by its sha256; a
+  # run continued from this one records the chain; a release keeps it and
+  # its RESULTS.md entry quotes it.
+  teacher = rundir.RunDir(teacher_dir, create=False)
+  started_from = {'path': os.path.abspath(teacher_dir),
+                  'checkpoint_step': teacher.latest_step('best'),
+                  'checkpoint_sha256': teacher.checkpoint_sha256('best')}
+  assert run.read_json(rundir.INIT_FROM) == started_from
+  config.model.init_from = run.path
+  assert warm_start.record(config) == {
+      'path': run.path, 'checkpoint_step': run.latest_step('best'),
+      'checkpoint_sha256': run.checkpoint_sha256('best'),
+      'init_from': started_from}
+  report.write_report(run, data)
+  release.release(run.path, str(tmp_path / 'released'))
+  released = rundir.RunDir(str(tmp_path / 'released'), create=False)
+  assert released.read_json(rundir.INIT_FROM) == started_from
+  entry = test_report.results_entry_module().entry(released, {})
+  assert (f'- Started from `{started_from["path"]}` (best checkpoint, step '
+          f'{started_from["checkpoint_step"]}, sha256 '
+          f'`{started_from["checkpoint_sha256"]}`).') in entry
 
 
 @pytest.mark.parametrize('setting, value, message', [

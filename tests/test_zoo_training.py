@@ -2,6 +2,7 @@
 it (loop.train, then the report), on a tiny synthetic FER2013 at 32x32; one
 ImageNet port starts from converted weights (`config.model.init_from`)."""
 
+import hashlib
 import os
 import re
 
@@ -98,3 +99,10 @@ def test_model_trains_from_its_config_and_reports(name, csv_path, tmp_path,
                                  err_msg='/'.join(key))
     # ... while the classifier is new, for the 7 FER classes.
     assert any(value.shape[-1] == 7 for value in trained.values())
+    variables_file = os.path.join(config.model.init_from, convert.VARIABLES)
+    assert run.read_json(rundir.INIT_FROM) == {
+        'path': config.model.init_from,
+        'variables_sha256': hashlib.sha256(
+            open(variables_file, 'rb').read()).hexdigest(),
+        'converted': {'arch': name, 'source': 'test',
+                      'normalization': config.data.normalization}}

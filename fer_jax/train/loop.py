@@ -207,12 +207,14 @@ def train(config: ml_collections.ConfigDict,
   state = jax.jit(functools.partial(step.init_state, model, optimizer, spec,
                                     ema=bool(ema_decay)),
                   out_shardings=replicated)(init_rng)
-  if config.model.get('init_from') and run.latest_step() is None:
+  if config.model.get('init_from') and not resuming:
     # The optimizer state depends on shapes only.
     state = state.replace(**jax.device_put(dict(zip(
         ('params', 'batch_stats'), warm_start.load(
             config, state.params, state.batch_stats))),
         replicated)).with_fresh_ema()
+    if main:
+      run.write_json(rundir.INIT_FROM, warm_start.record(config))
   num_params = models.count_params(state.params)
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
                '%d device(s).', config.model.name, f'{num_params:,}',
@@ -243,7 +245,7 @@ def train(config: ml_collections.ConfigDict,
   def init_opt_state(optimizer, params):
     return jax.jit(optimizer.init, out_shardings=replicated)(params)
 
-  if run.latest_step() is not None:
+  if resuming:
     if len(plan) > 1:
       # The checkpoint's phase decides the layout of its optimizer state.
       number = run.restore('latest', model=state.model_variables)[

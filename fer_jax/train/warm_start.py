@@ -7,8 +7,12 @@ fine-tune a trained FER model on other labels or data (FER2013 -> FER+,
 where the 8-class classifier starts afresh) or to continue one under a new
 schedule. Either way every parameter and BatchNorm statistic with the same
 name and shape is loaded and the rest keeps its initialisation; the
-optimizer always starts afresh.
+optimizer always starts afresh. The run records what it started from in
+its workdir's init_from.json (`record`).
 """
+
+import hashlib
+import os
 
 import jax
 import ml_collections
@@ -60,3 +64,21 @@ def load(config: ml_collections.ConfigDict, params, batch_stats) -> tuple:
   trained = inference.load_trained(rundir.RunDir(path, create=False))
   return convert.merge(jax.device_get(trained.variables), params, batch_stats,
                        path)
+
+
+def record(config: ml_collections.ConfigDict) -> dict:
+  """What a run started from, for its init_from.json: the weights' path and
+  sha256 and, for a run directory, what that run itself started from (so a
+  chain of continued runs stays traceable to its first)."""
+  path = os.path.abspath(config.model.init_from)
+  if not rundir.is_run_directory(path):
+    with open(os.path.join(path, convert.VARIABLES), 'rb') as f:
+      digest = hashlib.file_digest(f, 'sha256').hexdigest()
+    return {'path': path, 'variables_sha256': digest,
+            'converted': convert.read_meta(path, config.model.name)}
+  source = rundir.RunDir(path, create=False)
+  info = {'path': path, 'checkpoint_step': source.latest_step('best'),
+          'checkpoint_sha256': source.checkpoint_sha256('best')}
+  if os.path.isfile(source.file(rundir.INIT_FROM)):
+    info['init_from'] = source.read_json(rundir.INIT_FROM)
+  return info
