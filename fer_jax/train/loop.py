@@ -107,6 +107,54 @@ def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
           'skipped_records': data.skipped}
 
 
+def _open_run(config: ml_collections.ConfigDict,
+              workdir: str) -> tuple[rundir.RunDir, dict | None]:
+  """The run directory, in every process, and the config.json it held before
+  (process 0 reads it; None elsewhere and for a new run)."""
+  previous_config = None
+  if jax.process_index() == 0:
+    run = rundir.RunDir(workdir)
+    if os.path.isfile(run.file(rundir.CONFIG)):
+      previous_config = run.read_json(rundir.CONFIG)
+    if jax.process_count() > 1:
+      run.save_config(config)  # So that the others can open the directory.
+  if jax.process_count() > 1:
+    # The others open it once process 0 has made it (all making it at once
+    # would race on RunDir's write probe).
+    multihost_utils.sync_global_devices('fer_jax.train: run directory')
+    if jax.process_index() != 0:
+      run = rundir.RunDir(workdir, create=False)
+  return run, previous_config
+
+
+def _epoch_record(epoch: int, phase: int, state: step.TrainState,
+                  partial: dict, val: dict, class_names: tuple,
+                  images_per_epoch: int) -> dict:
+  """The line of metrics.jsonl for a finished epoch."""
+  train_metrics = metrics.classification_metrics(
+      np.asarray(partial['labels']), np.asarray(partial['predictions']),
+      class_names)
+  return {
+      'epoch': epoch, 'step': int(state.step), 'phase': phase,
+      'train/loss': float(np.mean(partial['losses'])),
+      'train/accuracy': train_metrics['accuracy'],
+      'train/macro_f1': train_metrics['macro_f1'],
+      'learning_rate': float(state.opt_state.hyperparams['learning_rate']),
+      'train_seconds': partial['seconds'],
+      'train_images_per_second': images_per_epoch / partial['seconds'],
+      **metrics.flat_scalars(val, 'val')}
+
+
+def _log_epoch(record: dict, total_epochs: int, phase_suffix: str) -> None:
+  logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f '
+               'acc %.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s',
+               record['epoch'], total_epochs, phase_suffix,
+               record['train/loss'], record['train/accuracy'],
+               record['val/loss'], record['val/accuracy'],
+               record['val/macro_f1'], record['learning_rate'],
+               record['train_seconds'], record['train_images_per_second'])
+
+
 def train(config: ml_collections.ConfigDict,
           workdir: str) -> tuple[rundir.RunDir, sources.FerData]:
   """Trains (or resumes) a run in `workdir`; returns it and its data.
@@ -119,18 +167,7 @@ def train(config: ml_collections.ConfigDict,
   multihost.initialize(config.get('distributed'))
   config_check.check(config)
   main = jax.process_index() == 0
-  if main:
-    run = rundir.RunDir(workdir)
-    previous_config = (run.read_json(rundir.CONFIG)
-                       if os.path.isfile(run.file(rundir.CONFIG)) else None)
-    if jax.process_count() > 1:
-      run.save_config(config)  # So that the others can open the directory.
-  if jax.process_count() > 1:
-    # The others open it once process 0 has made it (all making it at once
-    # would race on RunDir's write probe).
-    multihost_utils.sync_global_devices('fer_jax.train: run directory')
-    if not main:
-      run = rundir.RunDir(workdir, create=False)
+  run, previous_config = _open_run(config, workdir)
   data = dataset.load(config.data, config.seed)
   train_split = data.splits['train']
   spec = preprocess.input_spec(config.data.normalization,
@@ -371,20 +408,8 @@ def train(config: ml_collections.ConfigDict,
       val = inference.evaluate(
           logits_fn, multihost.local(state.eval_variables), val_split.images,
           val_split.labels, data.class_names, config.train.eval_batch_size)
-      train_metrics = metrics.classification_metrics(
-          np.asarray(partial['labels']), np.asarray(partial['predictions']),
-          data.class_names)
-      learning_rate = float(state.opt_state.hyperparams['learning_rate'])
-      record = {
-          'epoch': epoch, 'step': int(state.step), 'phase': phase.number,
-          'train/loss': float(np.mean(partial['losses'])),
-          'train/accuracy': train_metrics['accuracy'],
-          'train/macro_f1': train_metrics['macro_f1'],
-          'learning_rate': learning_rate,
-          'train_seconds': partial['seconds'],
-          'train_images_per_second': steps_per_epoch * global_batch
-                                     / partial['seconds'],
-          **metrics.flat_scalars(val, 'val')}
+      record = _epoch_record(epoch, phase.number, state, partial, val,
+                             data.class_names, steps_per_epoch * global_batch)
       if metric not in record:
         raise UserError(f'config.train.selection_metric={metric!r} is not '
                         f'logged; choose one of {sorted(record)}.')
@@ -395,24 +420,18 @@ def train(config: ml_collections.ConfigDict,
           if key not in ('epoch', 'step', 'phase'):
             writer.add_scalar(key, value, epoch)
         writer.flush()
-      logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f '
-                   'acc %.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s',
-                   epoch, total_epochs,
-                   f' (phase {phase.number})' if len(plan) > 1 else '',
-                   record['train/loss'],
-                   record['train/accuracy'], record['val/loss'],
-                   record['val/accuracy'], record['val/macro_f1'],
-                   learning_rate, partial['seconds'],
-                   record['train_images_per_second'])
+      _log_epoch(record, total_epochs,
+                 f' (phase {phase.number})' if len(plan) > 1 else '')
 
       if phase.train.schedule == 'plateau':
         factor = plateau.scale(record['val/loss'])
         if factor != 1.0:
+          learning_rate = record['learning_rate'] * factor
           # A strongly typed float32, as in the state: no recompilation.
           state.opt_state.hyperparams['learning_rate'] = jax.device_put(
-              np.float32(learning_rate * factor), replicated)
+              np.float32(learning_rate), replicated)
           logging.info('Validation loss plateaued: learning rate -> %.2g.',
-                       learning_rate * factor)
+                       learning_rate)
       loop['epoch'] = epoch
       loop['phase_epoch'] += 1
       loop['plateau'] = plateau.to_json()
