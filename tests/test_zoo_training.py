@@ -1,6 +1,7 @@
 """Every model of the zoo trains from its own config, as `fer_jax.main` runs
-it (loop.train, then the report), on a tiny synthetic FER2013 at 32x32; one
-ImageNet port starts from converted weights (`config.model.init_from`)."""
+it (loop.train, then the report), on a tiny synthetic FER2013 at 32x32 (here
+or, NOT_TRAINED, in another test); one ImageNet port starts from converted
+weights (`config.model.init_from`)."""
 
 import hashlib
 import os
@@ -24,10 +25,19 @@ IMAGE_SIZE = 32  # Divisible by 32, as swin_tiny needs.
 # Started from stand-in converted weights; tests/test_convert.py checks the
 # real conversion of every port (and init_from of resnet18 and swin_tiny).
 INIT_FROM = ('resnet18',)
-# Trained here through resnet18, its sibling in models/resnet.py (the same
-# code with bottleneck blocks, which tests/test_convert.py checks against
-# torchvision): 48 s of the suite's CPU time saved.
-NOT_TRAINED = ('resnet50',)
+# Trained from their configs elsewhere, or through a sibling here (each one
+# 30-50 s of the suite's CPU time):
+NOT_TRAINED = (
+    # resnet18's code with bottleneck blocks, which tests/test_convert.py
+    # checks against torchvision.
+    'resnet50',
+    # Trained by tests/test_resume.py and tests/test_distributed.py as
+    # `python -m fer_jax.main --config=configs/resnet_small.py ...`.
+    'resnet_small',
+    # tests/test_models.py builds it from its config and trains a narrower
+    # one.
+    'mobilenetv2_small',
+)
 
 
 @pytest.fixture(scope='module')
