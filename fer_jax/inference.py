@@ -1,7 +1,6 @@
 """Trained models from run directories, and batched jitted forward passes."""
 
 import dataclasses
-import functools
 
 import flax.linen as nn
 import jax
@@ -30,15 +29,13 @@ def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
   class_names = tuple(info['class_names'])
   settings = config.model.to_dict()
   model = models.create(settings.pop('name'), len(class_names), **settings)
-  dummy = jax.ShapeDtypeStruct(
-      (1, spec.image_size, spec.image_size, spec.channels), jnp.float32)
   # Shapes only (compiling init would cost seconds), placed on one device
   # whatever mesh the checkpoint was written from.
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   template = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-      jax.eval_shape(functools.partial(model.init, train=False),
-                     jax.random.key(0), dummy))
+      models.variable_shapes(
+          model, (1, spec.image_size, spec.image_size, spec.channels)))
   restored = run.restore(kind, model=template)
   return TrainedModel(model, restored['model'], spec, class_names,
                       restored['loop'])

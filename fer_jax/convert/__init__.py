@@ -143,9 +143,8 @@ def from_torchvision(arch: str, state_dict: dict[str, np.ndarray]) -> dict:
   num_classes = flat.get(('params', *final.split('/'), 'bias'),
                          np.zeros(1000)).shape[0]
   model = models.create(arch, num_classes)
-  expected = traverse_util.flatten_dict(jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x),
-      jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)))
+  expected = traverse_util.flatten_dict(
+      models.variable_shapes(model, (1, 224, 224, 3)))
   missing = sorted('/'.join(k) for k in expected.keys() - flat.keys())
   unexpected = sorted('/'.join(k) for k in flat.keys() - expected.keys())
   wrong = sorted(f'{"/".join(k)} {flat[k].shape} (expected '

@@ -68,6 +68,14 @@ def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
+def variable_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+  """`model`'s variables as jax.ShapeDtypeStructs for float32 inputs of
+  `input_shape`: traced, nothing computed or compiled."""
+  return jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False),
+      jax.ShapeDtypeStruct(input_shape, jnp.float32))
+
+
 # Top-level modules that are a classifier whatever their parameters.
 HEAD_NAMES = ('head', 'classifier', 'fc', 'logits')
 

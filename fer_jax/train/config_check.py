@@ -3,7 +3,6 @@ that a mistyped name or a bad value costs seconds, not a failed run; also
 used by sweeps to check every run of a sweep before the first one starts.
 """
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -23,8 +22,7 @@ def check(config: ml_collections.ConfigDict) -> None:
   try:
     # Shapes only: a setting of the wrong type (an override like
     # --config.model.block_features=abc) fails here, not mid-run.
-    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False),
-                   jax.ShapeDtypeStruct((1, size, size, channels), np.float32))
+    models.variable_shapes(model, (1, size, size, channels))
   except (TypeError, ValueError) as e:
     raise UserError(f'config.model settings {model_settings} do not build a '
                     f'{name} for {size}x{size}x{channels} inputs: '
