@@ -64,6 +64,9 @@ flags.DEFINE_enum('compute_dtype', 'float32', ['float32', 'bfloat16'],
                   'config.train.compute_dtype for JAX.')
 flags.DEFINE_integer('workers', 0, 'Grain worker processes and DataLoader '
                      'workers; 0: in the main process.')
+flags.DEFINE_integer('cpu_devices', 0, 'config.cpu_devices for JAX: CPU '
+                     'devices to train data parallel over; 0: one per core, '
+                     'as training does. Unused on an accelerator.')
 flags.DEFINE_integer('profile_ops', 0, 'With N > 0, also trace N JAX steps '
                      'with jax.profiler and print where the step time goes, '
                      'by kind of XLA op (see experiments/BENCHMARKS.md).')
@@ -103,6 +106,7 @@ def _config(model: str):
   config.train.compute_dtype = FLAGS.compute_dtype
   config.data.augment.where = FLAGS.augment_where
   config.data.num_workers = FLAGS.workers
+  config.cpu_devices = FLAGS.cpu_devices
   return config
 
 
@@ -135,10 +139,11 @@ def _bench_jax(model_name: str) -> Result:
 
   from fer_jax import models
   from fer_jax.data import device_augment, pipeline, preprocess, sources
-  from fer_jax.train import optim, step
+  from fer_jax.train import cpu_devices, optim, step
   # pylint: enable=import-outside-toplevel
 
   config = _config(model_name)
+  cpu_devices.split(config.cpu_devices, config.train.batch_size)
   images, labels, data = _train_split()
   split = sources.Split(images, labels)
   batch_size = FLAGS.batch_size
@@ -410,17 +415,10 @@ def _bench_torch() -> Result:
 # ------------------------------------------------------------------ Driver.
 
 
-def _child_flags() -> list[str]:
-  return [f'--model={",".join(FLAGS.model)}', f'--steps={FLAGS.steps}',
-          f'--batch_size={FLAGS.batch_size}', f'--warmup={FLAGS.warmup}',
-          f'--data={FLAGS.data}', f'--augment_where={FLAGS.augment_where}',
-          f'--compute_dtype={FLAGS.compute_dtype}',
-          f'--workers={FLAGS.workers}', f'--profile_ops={FLAGS.profile_ops}']
-
-
 def _run_child(which: str) -> Result:
+  # The child gets this command's flags (all of them: none is forgotten).
   done = subprocess.run(
-      [sys.executable, os.path.abspath(__file__), *_child_flags(),
+      [sys.executable, os.path.abspath(__file__), *sys.argv[1:],
        f'--child={which}'], stdout=subprocess.PIPE, text=True, check=False)
   lines = [l for l in done.stdout.splitlines() if l.startswith(RESULT)]
   if done.returncode or not lines:

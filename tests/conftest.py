@@ -31,6 +31,11 @@ if '--xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
 # runs on a box whose speed varies).
 if '--xla_cpu_multi_thread_eigen' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_cpu_multi_thread_eigen=false'
+# One CPU device per test process and the commands it starts, whatever
+# config.cpu_devices' default would choose: the same count whichever test
+# first starts JAX in a worker, and small test batches need not split. Tests
+# of the split ask for theirs.
+os.environ.setdefault('JAX_NUM_CPU_DEVICES', '1')
 
 import cv2
 import numpy as np

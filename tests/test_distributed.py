@@ -1,8 +1,10 @@
-"""Two processes (jax.distributed, CPU collectives over Gloo) train what one
+"""Two processes (jax.distributed, CPU collectives over Gloo), and one process
+on two CPU devices (config.cpu_devices), train what one process on one device
 does: same global batches, same losses, parameters and checkpoints.
 
 Two `python -m fer_jax.main` processes share a coordinator port on
-localhost while the test trains the same config alone, in-process. SGD,
+localhost, a third splits the CPU in two, while the test trains the same
+config alone, in-process. SGD,
 because with Adam the stem conv's bias follows rounding noise (see
 test_multidevice.py).
 """
@@ -52,8 +54,9 @@ def _config(data: str) -> ml_collections.ConfigDict:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory) -> dict[str, str]:
-  """{'one': workdir, 'two': workdir} of finished runs: 'two' by two
-  `python -m fer_jax.main` processes, 'one' by loop.train here meanwhile."""
+  """{'one': workdir, 'two': workdir, 'two_devices': workdir} of finished
+  runs: 'two' by two `python -m fer_jax.main` processes, 'two_devices' by
+  one on two CPU devices, 'one' by loop.train here meanwhile."""
   root = tmp_path_factory.mktemp('distributed')
   data = str(root / 'fer2013.csv')
   fakedata.write_challenge_csv(data, per_class=(8, 2, 2))  # 3 steps of 16.
@@ -73,16 +76,24 @@ def runs(tmp_path_factory) -> dict[str, str]:
            '--config.distributed.num_processes=2',
            f'--config.distributed.process_id={i}'],
           cwd=_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  with open(root / 'two_devices.log', 'w') as log:
+    processes.append(subprocess.Popen(
+        [sys.executable, '-m', 'fer_jax.main', *_FLAGS,
+         f'--config.data.path={data}', f'--workdir={root / "two_devices"}',
+         '--config.cpu_devices=2'],
+        cwd=_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  logs = ('0.log', '1.log', 'two_devices.log')
   try:
     loop.train(_config(data), str(root / 'one'))
     for i, process in enumerate(processes):
       code = process.wait(timeout=600)
-      assert code == 0, (i, (root / f'{i}.log').read_text()[-3000:])
+      assert code == 0, (root / logs[i]).read_text()[-3000:]
   finally:
     for process in processes:
       if process.poll() is None:
         process.kill()
-  return {'one': str(root / 'one'), 'two': str(root / 'two')}
+  assert 'on 2 cpu device(s)' in (root / 'two_devices.log').read_text()
+  return {k: str(root / k) for k in ('one', 'two', 'two_devices')}
 
 
 def _close(a, b, what):
@@ -92,8 +103,9 @@ def _close(a, b, what):
                                err_msg=f'{what}{jax.tree_util.keystr(path)}')
 
 
-def test_two_processes_train_what_one_does(runs):
-  one, two = (rundir.RunDir(runs[k], create=False) for k in ('one', 'two'))
+@pytest.mark.parametrize('layout', ['two', 'two_devices'])
+def test_two_processes_or_devices_train_what_one_does(runs, layout):
+  one, two = (rundir.RunDir(runs[k], create=False) for k in ('one', layout))
   [record_one], [record_two] = one.read_metrics(), two.read_metrics()
   assert record_one['step'] == record_two['step'] == 3
   for key in ('train/loss', 'train/accuracy', 'val/loss', 'val/accuracy'):

@@ -92,8 +92,10 @@ _SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope='module')
 def report() -> dict:
-  env = {**os.environ, 'JAX_PLATFORMS': 'cpu',
-         'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  # The issue's flag; conftest's JAX_NUM_CPU_DEVICES would override it.
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_NUM_CPU_DEVICES'}
+  env |= {'JAX_PLATFORMS': 'cpu',
+          'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
   done = subprocess.run([sys.executable, '-c', _SCRIPT], env=env,
                         capture_output=True, text=True, timeout=600,
                         check=False)

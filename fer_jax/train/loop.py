@@ -23,13 +23,18 @@ from fer_jax import inference, metrics, models, rundir
 from fer_jax.data import (dataset, device_augment, pipeline, preprocess,
                           sources)
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import (config_check, distill, multihost, optim, phases,
-                           step, warm_start)
+from fer_jax.train import (config_check, cpu_devices, distill, multihost,
+                           optim, phases, step, warm_start)
 
 
-def _without_distributed(config: dict | None) -> dict | None:
-  """A config as JSON less its process layout, which may change on resume."""
-  return config and {k: v for k, v in config.items() if k != 'distributed'}
+# The process and device layout, which may change on resume.
+_LAYOUT_KEYS = ('distributed', 'cpu_devices')
+
+
+def _without_layout(config: dict | None) -> dict | None:
+  """A config as JSON less its `_LAYOUT_KEYS`."""
+  return config and {k: v for k, v in config.items()
+                     if k not in _LAYOUT_KEYS}
 
 
 class _StopSignals:
@@ -164,7 +169,10 @@ def train(config: ml_collections.ConfigDict,
   validation split itself, and saves its part of the checkpoints; process 0
   alone writes the other files (config, metrics, TensorBoard).
   """
-  multihost.initialize(config.get('distributed'))
+  distributed = config.get('distributed')
+  cpu_devices.split(config.get('cpu_devices', 0), config.train.batch_size,
+                    1 if distributed is None else distributed.num_processes)
+  multihost.initialize(distributed)
   config_check.check(config)
   main = jax.process_index() == 0
   run, previous_config = _open_run(config, workdir)
@@ -175,8 +183,8 @@ def train(config: ml_collections.ConfigDict,
                                train_split.images)
   resuming = run.latest_step() is not None  # Every process: orbax syncs.
   if main:
-    if resuming and (_without_distributed(previous_config)
-                     != _without_distributed(rundir.as_json(config))):
+    if resuming and (_without_layout(previous_config)
+                     != _without_layout(rundir.as_json(config))):
       logging.warning('Resuming %s with a config that differs from its '
                       'config.json; the new one is saved.', run.path)
     run.save_config(config)
@@ -254,8 +262,9 @@ def train(config: ml_collections.ConfigDict,
       run.write_json(rundir.INIT_FROM, warm_start.record(config))
   num_params = models.count_params(state.params)
   logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
-               '%d device(s).', config.model.name, f'{num_params:,}',
-               steps_per_epoch, global_batch, num_devices)
+               '%d %s device(s).', config.model.name, f'{num_params:,}',
+               steps_per_epoch, global_batch, num_devices,
+               jax.default_backend())
   logits_fn = inference.make_logits_fn(model, spec)
   mflops = inference.forward_mflops(
       logits_fn, multihost.local(state.model_variables),

@@ -40,8 +40,9 @@ def initialize(settings: ml_collections.ConfigDict | None) -> None:
 
 def local(tree):
   """The replicated arrays of `tree` as this process's own copies (on its
-  first device), for computations each process runs alone."""
-  if jax.process_count() == 1:
+  first device), for computations each process runs alone: evaluation, which
+  would otherwise run on every device of the mesh, each the whole of it."""
+  if jax.device_count() == 1:
     return tree
   return jax.tree.map(lambda x: x.addressable_data(0), tree)
 
