@@ -128,8 +128,8 @@ def default_config() -> ml_collections.ConfigDict:
   train.eval_batch_size = 512
 
   # Without an accelerator: the JAX devices the CPU is split into, for data
-  # parallel training over its cores (fer_jax/train/cpu_devices.py; ~1.5x
-  # faster on 2 cores). 0: one per core, or the most that divide
+  # parallel training over its cores (fer_jax/train/cpu_devices.py;
+  # 1.2-1.5x faster on 2 cores). 0: one per core, or the most that divide
   # train.batch_size (none split in multi-host runs). Unused on an
   # accelerator.
   config.cpu_devices = 0

@@ -1,10 +1,12 @@
 """Splitting the CPU into several JAX devices, for data parallel training on
 a machine without an accelerator (config.cpu_devices).
 
-XLA:CPU keeps about 1.5 of 2 cores busy with one device's train step; one
-device per core, each with half the batch, keeps both busy: resnet_small
-trains ~1.5x faster on the 2-core development box (experiments/BENCHMARKS.md,
-"One CPU device per core"). On an accelerator the CPU devices go unused.
+With one device, XLA:CPU (JAX 0.10) keeps about 1.5 of 2 cores busy during
+the train step; one device per core, each with half the batch, keeps both
+busy and spends less CPU time per step. resnet_small trains 1.5x faster on
+the 2-core development box, 1.2x on JAX 0.11, whose one device fills both
+cores less efficiently (experiments/BENCHMARKS.md, "One CPU device per
+core"). On an accelerator the CPU devices go unused.
 """
 
 import logging
