@@ -11,8 +11,6 @@ shapes only.
 
 import os
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -36,9 +34,7 @@ def main(argv):
     # The input normalisation does not change the FLOPs: a fixed one.
     spec = preprocess.InputSpec(size, channels, (127.5,) * channels,
                                 (127.5,) * channels)
-    variables = jax.eval_shape(
-        lambda x, m=model: m.init(jax.random.key(0), x),
-        jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32))
+    variables = models.variable_shapes(model, (1, size, size, channels))
     mflops = inference.forward_mflops(inference.make_logits_fn(model, spec),
                                       variables, np.zeros((1, 48, 48),
                                                           np.uint8))

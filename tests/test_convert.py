@@ -33,9 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ('swin_tiny', 28_288_354)])  # timm's.
 def test_parameter_counts_match_torchvision(name, num_params):
   model = models.create(name, 1000)
-  variables = jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x),
-      jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+  variables = models.variable_shapes(model, (1, 224, 224, 3))
   assert models.count_params(variables['params']) == num_params
 
 
@@ -195,9 +193,8 @@ def test_config_builds_its_model(name):
   assert settings.pop('name') == name
   model = models.create(name, 7, **settings)
   size = config.data.image_size
-  variables = jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x),
-      jax.ShapeDtypeStruct((1, size, size, config.data.channels), jnp.float32))
+  variables = models.variable_shapes(
+      model, (1, size, size, config.data.channels))
   assert 'head' in variables['params']
 
 
@@ -503,8 +500,7 @@ def test_swin_missing_weights_say_how_to_get_them(tmp_path):
 
 def test_swin_init_from_renews_the_classifier(tmp_path):
   def shapes(model):
-    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x),
-                          jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+    return models.variable_shapes(model, (1, 224, 224, 3))
 
   rng = np.random.default_rng(0)
   imagenet = jax.tree.map(
