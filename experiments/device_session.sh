@@ -93,6 +93,9 @@ if [ "$BENCH" = 1 ]; then
       --steps=$((BENCH_STEPS / 3 + 1)) --augment_where=device \
       --compute_dtype=bfloat16 --workers=8 --data="$DATA/fer2013.csv" \
       | tee "$OUT/bench_b1024_bf16.txt"
+  # Depthwise layers: XLA's grouped convolution vs fer_jax's shifted sums.
+  timeout 60 python3 experiments/bench_depthwise.py --notorch \
+      | tee "$OUT/bench_depthwise.txt"
 fi
 
 stage "issue 6: $SWEEPS"

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fer_jax.models import heads
+from fer_jax.models import depthwise, heads
 
 # (expansion, channels, repeats, stride of the first repeat): torchvision's.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -35,6 +35,8 @@ def _conv_bn(x, features: int, kernel: int, stride: int, groups: int,
   pad = (kernel - 1) // 2
   x = nn.Conv(features, (kernel, kernel), strides=stride,
               padding=((pad, pad), (pad, pad)), feature_group_count=groups,
+              conv_general_dilated=(depthwise.conv_general_dilated
+                                    if groups > 1 else None),
               use_bias=False, dtype=dtype, name=conv_name)(x)
   x = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                    epsilon=1e-5, dtype=dtype, name=norm_name)(x)

@@ -23,6 +23,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fer_jax.models import depthwise
+
 
 class InvertedResidual(nn.Module):
   """1x1 expand-BN-ReLU6, 3x3 depthwise-BN-ReLU6, 1x1 project-BN, + skip.
@@ -46,6 +48,7 @@ class InvertedResidual(nn.Module):
       y = conv(hidden, (1, 1), name='expand')(y)
       y = nn.relu6(norm(name='expand_norm')(y))
     y = conv(hidden, (3, 3), strides=self.stride, feature_group_count=hidden,
+             conv_general_dilated=depthwise.conv_general_dilated,
              name='depthwise')(y)
     y = nn.relu6(norm(name='depthwise_norm')(y))
     y = conv(self.features, (1, 1), name='project')(y)

@@ -21,7 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fer_jax.models import heads
+from fer_jax.models import depthwise, heads
 
 STAGE_REPEATS = (4, 8, 4)
 # Stem, stages 2-4 and conv5 output channels: torchvision's x1_0.
@@ -48,18 +48,20 @@ class InvertedResidual(nn.Module):
                              momentum=0.9, epsilon=1e-5, dtype=self.dtype)
     branch_features = self.features // 2
 
-    def conv(y, kernel, stride, name, depthwise=False):
+    def conv(y, kernel, stride, name, per_channel=False):
       pad = kernel // 2
-      return nn.Conv(branch_features if not depthwise else y.shape[-1],
+      return nn.Conv(y.shape[-1] if per_channel else branch_features,
                      (kernel, kernel), strides=stride,
                      padding=((pad, pad), (pad, pad)),
-                     feature_group_count=y.shape[-1] if depthwise else 1,
+                     feature_group_count=y.shape[-1] if per_channel else 1,
+                     conv_general_dilated=(depthwise.conv_general_dilated
+                                           if per_channel else None),
                      use_bias=False, dtype=self.dtype, name=name)(y)
 
     def branch2(y):
       y = nn.relu(norm(name='branch2_1')(conv(y, 1, 1, 'branch2_0')))
       y = norm(name='branch2_4')(conv(y, 3, self.stride, 'branch2_3',
-                                      depthwise=True))
+                                      per_channel=True))
       return nn.relu(norm(name='branch2_6')(conv(y, 1, 1, 'branch2_5')))
 
     if self.stride == 1:
@@ -70,7 +72,7 @@ class InvertedResidual(nn.Module):
           [x[..., :branch_features], branch2(x[..., branch_features:])], -1)
     else:
       y = norm(name='branch1_1')(conv(x, 3, self.stride, 'branch1_0',
-                                      depthwise=True))
+                                      per_channel=True))
       y = nn.relu(norm(name='branch1_3')(conv(y, 1, 1, 'branch1_2')))
       out = jnp.concatenate([y, branch2(x)], -1)
     return channel_shuffle(out, 2)
