@@ -6,8 +6,8 @@ convolution it replaces (kernel [kh, kw, 1, channels]: checkpoints and
 converted torchvision weights load unchanged) and computes the same
 function as kh * kw strided slices of the padded input, each times one
 row of the kernel, summed in float32. XLA fuses these (and their
-gradients) into elementwise loops and reductions: on the CPU 5-10x faster
-than its grouped `lax.conv_general_dilated`, forward and backward
+gradients) into elementwise loops and reductions: on the CPU, forward and
+backward, 4-6x faster than its grouped `lax.conv_general_dilated`
 (experiments/bench_depthwise.py; grouped kernel gradients are slow on GPUs
 too: jax-ml/jax#13800, #23713).
 """
