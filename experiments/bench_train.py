@@ -67,6 +67,9 @@ flags.DEFINE_integer('workers', 0, 'Grain worker processes and DataLoader '
 flags.DEFINE_integer('cpu_devices', 0, 'config.cpu_devices for JAX: CPU '
                      'devices to train data parallel over; 0: one per core, '
                      'as training does. Unused on an accelerator.')
+flags.DEFINE_boolean('cpu_keep_memory', True, 'config.cpu_keep_memory '
+                     'for JAX: keep the step\'s temporaries mapped between '
+                     'steps, as training does. Unused on an accelerator.')
 flags.DEFINE_integer('profile_ops', 0, 'With N > 0, also trace N JAX steps '
                      'with jax.profiler and print where the step time goes, '
                      'by kind of XLA op (see experiments/BENCHMARKS.md).')
@@ -107,6 +110,7 @@ def _config(model: str):
   config.data.augment.where = FLAGS.augment_where
   config.data.num_workers = FLAGS.workers
   config.cpu_devices = FLAGS.cpu_devices
+  config.cpu_keep_memory = FLAGS.cpu_keep_memory
   return config
 
 
@@ -139,10 +143,11 @@ def _bench_jax(model_name: str) -> Result:
 
   from fer_jax import models
   from fer_jax.data import device_augment, pipeline, preprocess, sources
-  from fer_jax.train import cpu_devices, optim, step
+  from fer_jax.train import cpu_devices, cpu_memory, optim, step
   # pylint: enable=import-outside-toplevel
 
   config = _config(model_name)
+  memory_kept = cpu_memory.keep(config.cpu_keep_memory)
   cpu_devices.split(config.cpu_devices, config.train.batch_size)
   images, labels, data = _train_split()
   split = sources.Split(images, labels)
@@ -172,9 +177,14 @@ def _bench_jax(model_name: str) -> Result:
   for _ in range(FLAGS.warmup):
     state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
+  def give_back_as_training_does(step_number):
+    if memory_kept and step_number % config.train.log_every_steps == 0:
+      cpu_memory.give_back()
+
   start = time.perf_counter()
-  for _ in range(FLAGS.steps):
+  for i in range(1, FLAGS.steps + 1):
     state, _ = train_step(state, batch, rng)
+    give_back_as_training_does(i)
   jax.block_until_ready(state)
   step_rate = _images_per_s(time.perf_counter() - start)
   if FLAGS.profile_ops:
@@ -199,8 +209,9 @@ def _bench_jax(model_name: str) -> Result:
     state, _ = train_step(state, next(feed)[0], rng)
   jax.block_until_ready(state)
   start = time.perf_counter()
-  for batch, _ in feed:
+  for i, (batch, _) in enumerate(feed, start=1):
     state, _ = train_step(state, batch, rng)
+    give_back_as_training_does(i)
   jax.block_until_ready(state)
   loop_rate = _images_per_s(time.perf_counter() - start)
 
@@ -210,7 +221,8 @@ def _bench_jax(model_name: str) -> Result:
   return Result('jax', model_name,
                 f'{device.platform}{kind} x{jax.device_count()}, '
                 f'{config.train.compute_dtype}, '
-                f'augment on {device_augment.where(config.data.augment)}',
+                f'augment on {device_augment.where(config.data.augment)}'
+                f'{", step memory kept" if memory_kept else ""}',
                 data, models.count_params(state.params), step_rate, loop_rate,
                 compile_s, _peak_host_mb())
 

@@ -23,12 +23,13 @@ from fer_jax import inference, metrics, models, rundir
 from fer_jax.data import (dataset, device_augment, pipeline, preprocess,
                           sources)
 from fer_jax.errors import Interrupted, UserError
-from fer_jax.train import (config_check, cpu_devices, distill, multihost,
-                           optim, phases, step, warm_start)
+from fer_jax.train import (config_check, cpu_devices, cpu_memory, distill,
+                           multihost, optim, phases, step, warm_start)
 
 
-# The process and device layout, which may change on resume.
-_LAYOUT_KEYS = ('distributed', 'cpu_devices')
+# The process and device layout and the CPU's memory settings, which may
+# change on resume.
+_LAYOUT_KEYS = ('distributed', 'cpu_devices', 'cpu_keep_memory')
 
 
 def _without_layout(config: dict | None) -> dict | None:
@@ -170,6 +171,7 @@ def train(config: ml_collections.ConfigDict,
   alone writes the other files (config, metrics, TensorBoard).
   """
   distributed = config.get('distributed')
+  memory_kept = cpu_memory.keep(config.get('cpu_keep_memory', True))
   cpu_devices.split(config.get('cpu_devices', 0), config.train.batch_size,
                     1 if distributed is None else distributed.num_processes)
   multihost.initialize(distributed)
@@ -397,6 +399,10 @@ def train(config: ml_collections.ConfigDict,
         progress.update(global_batch)
         if i % config.train.log_every_steps == 0:
           progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
+        if memory_kept and (i == done + 1
+                            or i % config.train.log_every_steps == 0):
+          # After compilation and evaluation, then now and then.
+          cpu_memory.give_back()
         if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
           partial = _PartialEpoch.extend(partial, step_metrics, start)
           step_metrics, start = [], time.perf_counter()
