@@ -67,9 +67,10 @@ flags.DEFINE_integer('workers', 0, 'Grain worker processes and DataLoader '
 flags.DEFINE_integer('cpu_devices', 0, 'config.cpu_devices for JAX: CPU '
                      'devices to train data parallel over; 0: one per core, '
                      'as training does. Unused on an accelerator.')
-flags.DEFINE_boolean('cpu_keep_memory', True, 'config.cpu_keep_memory '
-                     'for JAX: keep the step\'s temporaries mapped between '
-                     'steps, as training does. Unused on an accelerator.')
+flags.DEFINE_integer('cpu_keep_memory', None, 'config.cpu_keep_memory for '
+                     'JAX: steps between give-backs of the kept step '
+                     'memory, 0: off; default: the config\'s, as training. '
+                     'Unused on an accelerator.')
 flags.DEFINE_integer('profile_ops', 0, 'With N > 0, also trace N JAX steps '
                      'with jax.profiler and print where the step time goes, '
                      'by kind of XLA op (see experiments/BENCHMARKS.md).')
@@ -110,7 +111,8 @@ def _config(model: str):
   config.data.augment.where = FLAGS.augment_where
   config.data.num_workers = FLAGS.workers
   config.cpu_devices = FLAGS.cpu_devices
-  config.cpu_keep_memory = FLAGS.cpu_keep_memory
+  if FLAGS.cpu_keep_memory is not None:
+    config.cpu_keep_memory = FLAGS.cpu_keep_memory
   return config
 
 
@@ -178,7 +180,8 @@ def _bench_jax(model_name: str) -> Result:
     state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
   def give_back_as_training_does(step_number):
-    if memory_kept and step_number % config.train.log_every_steps == 0:
+    if memory_kept and step_number % config.cpu_keep_memory == 0:
+      jax.block_until_ready(state)
       cpu_memory.give_back()
 
   start = time.perf_counter()

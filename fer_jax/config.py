@@ -133,11 +133,14 @@ def default_config() -> ml_collections.ConfigDict:
   # train.batch_size (none split in multi-host runs). Unused on an
   # accelerator.
   config.cpu_devices = 0
-  # Without an accelerator: keep each train step's temporaries mapped for
-  # the next instead of faulting them in afresh (fer_jax/train/
-  # cpu_memory.py; resnet_small's step 1.3-1.5x faster on 2 cores, up to
-  # 1 GB more resident memory). Unused on an accelerator.
-  config.cpu_keep_memory = True
+  # Without an accelerator: N > 0 keeps each train step's temporaries
+  # mapped for the next instead of faulting them in afresh, giving them back
+  # to the system every N steps, which bounds the heap's growth
+  # (fer_jax/train/cpu_memory.py). 20: resnet_small's epoch 1.13x faster on
+  # 2 cores, but 3.6 GB of peak host memory instead of 2.1 (experiments/
+  # BENCHMARKS.md, "Step memory on the CPU"). 0: off. Unused on an
+  # accelerator.
+  config.cpu_keep_memory = 0
 
   # Multi-host data parallel (jax.distributed): run the same command once per
   # process, each with its own process_id. num_processes 1: one process,

@@ -1,18 +1,19 @@
 """Keeping the CPU backend's step memory mapped from one train step to the
-next (config.cpu_keep_memory).
+next (config.cpu_keep_memory): speed for host memory.
 
 Each run of a compiled step on XLA:CPU mallocs its temporaries, one block
-per device (0.5 GB for resnet_small, 1.1 GB for mobilenetv2_small at batch
-32 per device), from an XLA worker thread. glibc serves a block that large
-from a fresh mmap, whatever the malloc settings, because a worker thread's
-arena cannot grow past 64 MB, and unmaps it when XLA frees it: every step
-faults its temporaries back in, page by page, and the kernel zeroes each
-page. That was a sixth of resnet_small's CPU time and a third of
-mobilenetv2_small's on the 2-core development box. One arena (the main
-heap, which grows with brk), no mmap and no trimming keep the freed blocks
-in the heap for the next step to reuse: resnet_small's step 1.3-1.5x
-faster, at up to 1 GB more resident memory (experiments/BENCHMARKS.md,
-"Step memory on the CPU").
+per device (1.1 GB for mobilenetv2_small at batch 32 per device), from an
+XLA worker thread. glibc serves a block that large from a fresh mmap,
+whatever the malloc settings, because a worker thread's arena cannot grow
+past 64 MB, and unmaps it when XLA frees it: every step faults its
+temporaries back in, page by page, and the kernel zeroes each page. That
+was a sixth of resnet_small's CPU time and a third of mobilenetv2_small's
+on the 2-core development box. One arena (the main heap, which grows with
+brk), no mmap and no trimming keep the freed blocks in the heap for the
+next step to reuse; giving the free pages back every few steps bounds the
+heap's growth. resnet_small's step 1.2-1.3x faster, its epoch 1.13x, at
+3.6 GB of peak host memory instead of 2.1 (experiments/BENCHMARKS.md,
+"Step memory on the CPU"), hence off by default.
 
 Applied only where JAX can run on nothing but the CPU and the C library is
 glibc, and only fully before the backend starts its threads: a thread that
@@ -26,6 +27,8 @@ import logging
 import platform
 
 import jax
+
+from fer_jax.errors import UserError
 
 # mallopt parameters, from glibc's malloc.h.
 _M_TRIM_THRESHOLD = -1
@@ -46,10 +49,14 @@ def cpu_only() -> bool:
               or importlib.util.find_spec('libtpu'))
 
 
-def keep(setting: bool) -> bool:
-  """With `setting` on a CPU-only glibc machine: one malloc arena, no mmap,
-  no trimming, for the rest of this process. Returns whether it applied."""
-  if not setting or not cpu_only() or platform.libc_ver()[0] != 'glibc':
+def keep(steps: int) -> bool:
+  """With config.cpu_keep_memory `steps` > 0 on a CPU-only glibc machine:
+  one malloc arena, no mmap, no trimming, for the rest of this process.
+  Returns whether it applied; the train loop then calls `give_back`."""
+  if steps < 0:
+    raise UserError(f'config.cpu_keep_memory={steps}: use the number of '
+                    'train steps between give-backs, or 0 (off).')
+  if not steps or not cpu_only() or platform.libc_ver()[0] != 'glibc':
     return False
   libc = ctypes.CDLL('libc.so.6')
   applied = all(libc.mallopt(parameter, value) == 1
@@ -66,5 +73,5 @@ def give_back() -> None:
   blocks freed in one place and reallocated in another that would otherwise
   pile up in a kept heap, and what compilation and evaluation freed. The
   train loop calls it after an epoch's first step and every
-  config.train.log_every_steps steps when `keep` applied."""
+  config.cpu_keep_memory steps when `keep` applied."""
   ctypes.CDLL('libc.so.6').malloc_trim(0)

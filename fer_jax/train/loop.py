@@ -171,7 +171,8 @@ def train(config: ml_collections.ConfigDict,
   alone writes the other files (config, metrics, TensorBoard).
   """
   distributed = config.get('distributed')
-  memory_kept = cpu_memory.keep(config.get('cpu_keep_memory', True))
+  keep_memory_steps = config.get('cpu_keep_memory', 0)
+  memory_kept = cpu_memory.keep(keep_memory_steps)
   cpu_devices.split(config.get('cpu_devices', 0), config.train.batch_size,
                     1 if distributed is None else distributed.num_processes)
   multihost.initialize(distributed)
@@ -399,9 +400,11 @@ def train(config: ml_collections.ConfigDict,
         progress.update(global_batch)
         if i % config.train.log_every_steps == 0:
           progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
-        if memory_kept and (i == done + 1
-                            or i % config.train.log_every_steps == 0):
-          # After compilation and evaluation, then now and then.
+        if memory_kept and i == done + 1:
+          cpu_memory.give_back()  # What compilation and evaluation freed.
+        elif memory_kept and i % keep_memory_steps == 0:
+          # Once the step has run: the host dispatches steps ahead of it.
+          jax.block_until_ready(results)
           cpu_memory.give_back()
         if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
           partial = _PartialEpoch.extend(partial, step_metrics, start)
