@@ -179,6 +179,7 @@ def _bench_jax(model_name: str) -> Result:
   for _ in range(FLAGS.warmup):
     state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
+
   def give_back_as_training_does(step_number):
     if memory_kept and step_number % config.cpu_keep_memory == 0:
       jax.block_until_ready(state)
