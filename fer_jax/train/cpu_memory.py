@@ -2,11 +2,12 @@
 next (config.cpu_keep_memory): speed for host memory.
 
 Each run of a compiled step on XLA:CPU mallocs its temporaries, one block
-per device (1.1 GB for mobilenetv2_small at batch 32 per device), from an
-XLA worker thread. glibc serves a block that large from a fresh mmap,
-whatever the malloc settings, because a worker thread's arena cannot grow
-past 64 MB, and unmaps it when XLA frees it: every step faults its
-temporaries back in, page by page, and the kernel zeroes each page. That
+per device (at batch 32 per device: 350 MiB for resnet_small, 1.1 GiB for
+mobilenetv2_small), from an XLA worker thread. glibc serves a block that
+large from a fresh mmap, whatever the malloc settings, because a worker
+thread's arena cannot grow past 64 MB, and unmaps it when XLA frees it:
+every step faults its temporaries back in, page by page, and the kernel
+zeroes each page. That
 was a sixth of resnet_small's CPU time and a third of mobilenetv2_small's
 on the 2-core development box. One arena (the main heap, which grows with
 brk), no mmap and no trimming keep the freed blocks in the heap for the
