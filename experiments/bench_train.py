@@ -181,9 +181,8 @@ def _bench_jax(model_name: str) -> Result:
   jax.block_until_ready(state)
 
   def give_back_as_training_does(step_number):
-    if memory_kept and step_number % config.cpu_keep_memory == 0:
-      jax.block_until_ready(state)
-      cpu_memory.give_back()
+    if memory_kept:
+      cpu_memory.after_step(step_number, config.cpu_keep_memory, state)
 
   start = time.perf_counter()
   for i in range(1, FLAGS.steps + 1):

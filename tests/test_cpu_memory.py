@@ -8,6 +8,7 @@ import sys
 import textwrap
 import types
 
+import numpy as np
 import pytest
 
 from fer_jax.errors import UserError
@@ -92,6 +93,15 @@ def test_off_or_on_an_accelerator_changes_nothing(monkeypatch):
   assert not cpu_memory.keep(0)
   _platforms(monkeypatch, 'cuda')
   assert not cpu_memory.keep(10)
+
+
+def test_after_step_gives_back_after_the_first_step_and_every_n(
+    monkeypatch):
+  given_back = []
+  monkeypatch.setattr(cpu_memory, 'give_back', lambda: given_back.append(n))
+  for n in range(1, 11):
+    cpu_memory.after_step(n, 4, np.zeros(2))
+  assert given_back == [1, 4, 8]
 
 
 def test_negative_steps_are_a_user_error():

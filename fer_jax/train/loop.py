@@ -400,12 +400,8 @@ def train(config: ml_collections.ConfigDict,
         progress.update(global_batch)
         if i % config.train.log_every_steps == 0:
           progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
-        if memory_kept and i == done + 1:
-          cpu_memory.give_back()  # What compilation and evaluation freed.
-        elif memory_kept and i % keep_memory_steps == 0:
-          # Once the step has run: the host dispatches steps ahead of it.
-          jax.block_until_ready(results)
-          cpu_memory.give_back()
+        if memory_kept:
+          cpu_memory.after_step(i - done, keep_memory_steps, results)
         if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
           partial = _PartialEpoch.extend(partial, step_metrics, start)
           step_metrics, start = [], time.perf_counter()
