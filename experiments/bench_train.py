@@ -162,8 +162,8 @@ def _bench_jax(model_name: str) -> Result:
                         compute_dtype=config.train.compute_dtype, **settings)
   optimizer = optim.create(config.train, len(split) // batch_size)
   batch_sharding, replicated = step.data_parallel(jax.devices())
-  state = jax.jit(functools.partial(step.init_state, model, optimizer, spec),
-                  out_shardings=replicated)(jax.random.key(0))
+  state = step.init_state(model, optimizer, spec, jax.random.key(0),
+                          sharding=replicated)
   train_step = jax.jit(step.make_train_step(
       model, optimizer, spec, np.ones(7, np.float32), 0.0,
       device_augment.from_config(config.data.augment)), donate_argnums=0)

@@ -140,7 +140,7 @@ def test_converted_port_matches_torchvision(name, size, tmp_path):
       name, convert.read_torch_state_dict(src, name))
   convert.save(out, variables, {'arch': name, 'source': src})
   variables = convert.load(out, name)
-  logits = models.create(name, 1000).apply(
+  logits = jax.jit(models.create(name, 1000).apply)(
       variables, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32))
   assert logits.shape == (2, 1000)
   difference = float(np.max(np.abs(np.asarray(logits) - expected)))
@@ -213,7 +213,7 @@ def test_convert_cli_writes_what_init_from_reads(tmp_path):
   assert (meta['arch'], meta['format'], meta['normalization']) == (
       'resnet18', 'torchvision', 'imagenet')
   model = models.create('resnet18', 7, head='dense128')
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   params, batch_stats = convert.init_from(out, 'resnet18', variables['params'],
                                           variables['batch_stats'])
   np.testing.assert_array_equal(
@@ -326,8 +326,8 @@ def test_converted_keras_vgg16_matches_keras(tmp_path):
   out = str(tmp_path / 'converted')
   convert.save(out, variables, {'arch': 'vgg16', **meta, 'source': src})
   del variables
-  logits = models.create('vgg16', 1000).apply(convert.load(out, 'vgg16'),
-                                               jnp.asarray(x))
+  logits = jax.jit(models.create('vgg16', 1000).apply)(
+      convert.load(out, 'vgg16'), jnp.asarray(x))
   difference = float(np.max(np.abs(np.asarray(logits) - expected)))
   print(f'keras vgg16: max |logit difference| {difference:.2e}, '
         f'max |logit| {np.abs(expected).max():.2f}')
@@ -349,7 +349,7 @@ def test_keras_notop_model_file_fills_the_conv_layers(tmp_path):
   assert (meta['format'], meta['normalization']) == ('keras', 'caffe')
 
   model = models.create('vgg16', 7, head='flatten_dense256_l2')
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   params, _ = convert.init_from(out, 'vgg16', variables['params'], {})
   np.testing.assert_array_equal(params['features_0']['kernel'],
                                 layers['block1_conv1'][0])
@@ -458,8 +458,8 @@ def test_swin_converted_port_matches_timm(tmp_path):
   converted = convert.load(out, 'swin_tiny')
   assert (jax.tree.structure(converted) == jax.tree.structure(variables))
   jax.tree.map(np.testing.assert_array_equal, converted, variables)
-  model = models.create('swin_tiny', 1000)
-  _assert_logits_match('swin_tiny 224', model.apply(
+  apply = jax.jit(models.create('swin_tiny', 1000).apply)
+  _assert_logits_match('swin_tiny 224', apply(
       converted, jnp.asarray(x.transpose(0, 2, 3, 1))), expected)
 
   small = timm.create_model(SWIN_TIMM, pretrained=False, img_size=64)
@@ -468,7 +468,7 @@ def test_swin_converted_port_matches_timm(tmp_path):
   x = rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
   with torch.no_grad():
     expected = small.eval()(torch.from_numpy(x)).numpy()
-  _assert_logits_match('swin_tiny 64', model.apply(
+  _assert_logits_match('swin_tiny 64', apply(
       converted, jnp.asarray(x.transpose(0, 2, 3, 1))), expected)
 
 
@@ -529,19 +529,21 @@ def test_swin_small_input_drop_path_in_training_only():
   model = models.create('swin_tiny', 7, drop_path_rate=0.5)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)),
                   jnp.float32)
-  variables = model.init(jax.random.key(0), x)
-  evaluated = model.apply(variables, x)
+  # Jitted: eagerly, each of swin's ops compiles on its own (5x slower).
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  evaluated = jax.jit(model.apply)(variables, x)
 
-  def trained(model, seed):
-    return model.apply(variables, x, train=True,
-                       rngs={'dropout': jax.random.key(seed)})
+  def train_mode(model):
+    return jax.jit(lambda variables, seed: model.apply(
+        variables, x, train=True, rngs={'dropout': jax.random.key(seed)}))
 
-  first, second = trained(model, 1), trained(model, 2)
+  trained = train_mode(model)
+  first, second = trained(variables, 1), trained(variables, 2)
   assert first.shape == (2, 7) and np.isfinite(first).all()
   assert not np.allclose(first, second)
   assert not np.allclose(first, evaluated)
-  without = models.create('swin_tiny', 7, drop_path_rate=0.0)
-  np.testing.assert_allclose(trained(without, 1), evaluated, rtol=1e-5,
+  without = train_mode(models.create('swin_tiny', 7, drop_path_rate=0.0))
+  np.testing.assert_allclose(without(variables, 1), evaluated, rtol=1e-5,
                              atol=1e-6)
   with pytest.raises(UserError, match='divisible by 32, not 48x48'):
     model.init(jax.random.key(0), jnp.zeros((1, 48, 48, 3)))

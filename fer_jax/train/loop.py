@@ -84,6 +84,28 @@ class _PartialEpoch:
         'seconds': partial['seconds'] + time.perf_counter() - start}
 
 
+def _summary_writer(path: str, purge_step: int):
+  """tensorboardX's SummaryWriter, imported without torch.
+
+  tensorboardX imports torch, when it is installed, only to annotate its
+  methods with torch.Tensor; torch loads its CUDA libraries on import: 2.5 s
+  of CPU per training process on a quiet machine, half a minute on a busy
+  one. While tensorboardX is imported, `import torch` fails (a None entry
+  in sys.modules) and it falls back to numpy; afterwards torch imports as
+  usual. Imported here rather than at the top for the same reason: commands
+  that fail on their config do not wait for it.
+  """
+  hide_torch = 'torch' not in sys.modules
+  if hide_torch:
+    sys.modules['torch'] = None
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  finally:
+    if hide_torch:
+      del sys.modules['torch']
+  return SummaryWriter(path, purge_step=purge_step)
+
+
 def _improved(value: float, best: float | None, metric: str) -> bool:
   if best is None:
     return True
@@ -252,9 +274,8 @@ def train(config: ml_collections.ConfigDict,
 
   optimizer, train_step = setup(plan[0])
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  state = jax.jit(functools.partial(step.init_state, model, optimizer, spec,
-                                    ema=bool(ema_decay)),
-                  out_shardings=replicated)(init_rng)
+  state = step.init_state(model, optimizer, spec, init_rng,
+                          ema=bool(ema_decay), sharding=replicated)
   if config.model.get('init_from') and not resuming:
     # The optimizer state depends on shapes only.
     state = state.replace(**jax.device_put(dict(zip(
@@ -326,11 +347,8 @@ def train(config: ml_collections.ConfigDict,
   writer = None
   if main:
     run.truncate_metrics(loop['epoch'])
-    # Imported here: tensorboardX imports torch when it is installed (1.6 s
-    # here), which commands that fail on their config should not wait for.
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    writer = SummaryWriter(run.file(rundir.TENSORBOARD),
-                           purge_step=loop['epoch'] + 1)
+    writer = _summary_writer(run.file(rundir.TENSORBOARD),
+                             purge_step=loop['epoch'] + 1)
 
   def save_latest(data_state, partial_epoch):
     loop['partial_epoch'] = partial_epoch

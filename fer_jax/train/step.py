@@ -68,18 +68,27 @@ def data_parallel(devices: Sequence[jax.Device]
 
 
 def init_state(model: nn.Module, optimizer: optax.GradientTransformation,
-               input_spec: InputSpec, rng: jax.Array,
-               ema: bool = False) -> TrainState:
-  """The initial state; with `ema`, its EMA starts at the initial weights."""
-  dummy = jnp.zeros((1, input_spec.image_size, input_spec.image_size,
-                     input_spec.channels), jnp.float32)
-  variables = model.init(rng, dummy, train=False)
-  state = TrainState(step=jnp.zeros((), jnp.int32),
-                     params=variables['params'],
-                     batch_stats=variables.get('batch_stats', {}),
-                     opt_state=optimizer.init(variables['params']),
-                     ema={} if ema else None)
-  return state.with_fresh_ema()
+               input_spec: InputSpec, rng: jax.Array, ema: bool = False,
+               sharding: jax.sharding.Sharding | None = None) -> TrainState:
+  """The initial state; with `ema`, its EMA starts at the initial weights.
+
+  Computed by one compiled program (eagerly, each of the model's operations
+  would compile on its own: 4x slower for mobilenetv2_small) whose output
+  is placed by `sharding` (None: on the default device).
+  """
+
+  def initial_state(rng):
+    dummy = jnp.zeros((1, input_spec.image_size, input_spec.image_size,
+                       input_spec.channels), jnp.float32)
+    variables = model.init(rng, dummy, train=False)
+    state = TrainState(step=jnp.zeros((), jnp.int32),
+                       params=variables['params'],
+                       batch_stats=variables.get('batch_stats', {}),
+                       opt_state=optimizer.init(variables['params']),
+                       ema={} if ema else None)
+    return state.with_fresh_ema()
+
+  return jax.jit(initial_state, out_shardings=sharding)(rng)
 
 
 def update_ema(ema: dict, variables: dict, step: jax.Array,
