@@ -137,7 +137,7 @@ def default_config() -> ml_collections.ConfigDict:
   # mapped for the next instead of faulting them in afresh, giving them back
   # to the system every N steps, which bounds the heap's growth
   # (fer_jax/train/cpu_memory.py). 20: resnet_small's epoch 1.13x faster on
-  # 2 cores, but 3.6 GB of peak host memory instead of 2.1 (experiments/
+  # 2 cores, but 2.9 GB of peak host memory instead of 1.7 (experiments/
   # BENCHMARKS.md, "Step memory on the CPU"). 0: off. Unused on an
   # accelerator.
   config.cpu_keep_memory = 0

@@ -27,7 +27,9 @@ import logging
 import os
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from fer_jax.errors import UserError
@@ -157,17 +159,27 @@ class RunDir:
     return os.path.isfile(self.file(RELEASE))
 
   def checkpoint_sha256(self, kind: str = 'best') -> str:
-    """sha256 over the files of the newest `kind` checkpoint: each one's
-    path relative to the checkpoint, then its bytes, in sorted order."""
-    root = os.path.join(self.path, 'checkpoints', kind,
-                        str(self.latest_step(kind)))
+    """sha256 of the model variables of the newest `kind` checkpoint: each
+    array's tree path, dtype and shape, then its bytes, in tree order (dict
+    keys sorted).
+
+    Two runs that trained the same weights give the same digest, whatever
+    their devices; the checkpoint's files differ between them (orbax names
+    its data files at random and timestamps its metadata).
+    """
+    item = os.path.join(self.path, 'checkpoints', kind,
+                        str(self.latest_step(kind)), 'model')
+    checkpointer = ocp.PyTreeCheckpointer()
+    as_numpy = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+        checkpointer.metadata(item).item_metadata.tree)
+    variables = checkpointer.restore(
+        item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     digest = hashlib.sha256()
-    paths = sorted(os.path.relpath(os.path.join(folder, name), root)
-                   for folder, _, names in os.walk(root) for name in names)
-    for path in paths:
-      digest.update(path.replace(os.sep, '/').encode() + b'\0')
-      with open(os.path.join(root, path), 'rb') as f:
-        digest.update(f.read())
+    for path, array in jax.tree_util.tree_flatten_with_path(variables)[0]:
+      digest.update(f'{jax.tree_util.keystr(path)} {array.dtype} '
+                    f'{array.shape}\0'.encode())
+      digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
   def has_item(self, kind: str, step: int, item: str) -> bool:

@@ -216,6 +216,8 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
                     for record in run.read_metrics()] for run in runs)
   assert [r['epoch'] for r in first] == [1, 2]
   assert first == second
+  # The same weights, though orbax's files differ (random names, times).
+  assert runs[0].checkpoint_sha256() == runs[1].checkpoint_sha256()
   info = runs[0].read_json(rundir.DATASET)
   assert info == runs[1].read_json(rundir.DATASET)
   assert info['skipped_records'] == {

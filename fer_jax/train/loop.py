@@ -88,12 +88,13 @@ def _summary_writer(path: str, purge_step: int):
   """tensorboardX's SummaryWriter, imported without torch.
 
   tensorboardX imports torch, when it is installed, only to annotate its
-  methods with torch.Tensor; torch loads its CUDA libraries on import: 2.5 s
-  of CPU per training process on a quiet machine, half a minute on a busy
-  one. While tensorboardX is imported, `import torch` fails (a None entry
-  in sys.modules) and it falls back to numpy; afterwards torch imports as
-  usual. Imported here rather than at the top for the same reason: commands
-  that fail on their config do not wait for it.
+  methods with torch.Tensor; torch loads its CUDA libraries on import: 600
+  MB of resident memory and 2.5 s of CPU per training process on a quiet
+  machine, half a minute on a busy one. While tensorboardX is imported,
+  `import torch` fails (a None entry in sys.modules) and it falls back to
+  numpy; afterwards torch imports as usual. Imported here rather than at
+  the top for the same reason: commands that fail on their config do not
+  wait for it.
   """
   hide_torch = 'torch' not in sys.modules
   if hide_torch:
