@@ -180,14 +180,14 @@ def _bench_jax(model_name: str) -> Result:
     state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
 
-  def give_back_as_training_does(step_number):
+  def give_back_as_training_does(step_number, outputs):
     if memory_kept:
-      cpu_memory.after_step(step_number, config.cpu_keep_memory, state)
+      cpu_memory.after_step(step_number, config.cpu_keep_memory, outputs)
 
   start = time.perf_counter()
   for i in range(1, FLAGS.steps + 1):
     state, _ = train_step(state, batch, rng)
-    give_back_as_training_does(i)
+    give_back_as_training_does(i, state)
   jax.block_until_ready(state)
   step_rate = _images_per_s(time.perf_counter() - start)
   if FLAGS.profile_ops:
@@ -214,7 +214,7 @@ def _bench_jax(model_name: str) -> Result:
   start = time.perf_counter()
   for i, (batch, _) in enumerate(feed, start=1):
     state, _ = train_step(state, batch, rng)
-    give_back_as_training_does(i)
+    give_back_as_training_does(i, state)
   jax.block_until_ready(state)
   loop_rate = _images_per_s(time.perf_counter() - start)
 

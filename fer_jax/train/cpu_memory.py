@@ -7,13 +7,14 @@ mobilenetv2_small), from an XLA worker thread. glibc serves a block that
 large from a fresh mmap, whatever the malloc settings, because a worker
 thread's arena cannot grow past 64 MB, and unmaps it when XLA frees it:
 every step faults its temporaries back in, page by page, and the kernel
-zeroes each page. That was a sixth of resnet_small's CPU time and a third
-of mobilenetv2_small's on the 2-core development box. One arena (the main heap, which grows with
-brk), no mmap and no trimming keep the freed blocks in the heap for the
-next step to reuse; giving the free pages back every few steps bounds the
-heap's growth. resnet_small's step 1.2-1.3x faster, its epoch 1.13x, at
-2.9 GB of peak host memory instead of 1.7 (experiments/BENCHMARKS.md,
-"Step memory on the CPU"): close to issue 7's 3 GB, hence off by default.
+zeroes each page. That was a sixth of resnet_small's CPU time and a third of
+mobilenetv2_small's on the 2-core development box. One arena (the main heap,
+which grows with brk), no mmap and no trimming keep the freed blocks in the
+heap for the next step to reuse; giving the free pages back every few steps
+bounds the heap's growth. resnet_small's step 1.2-1.3x faster, its epoch
+1.13x, at 2.9 GB of peak host memory instead of 1.7
+(experiments/BENCHMARKS.md, "Step memory on the CPU"): close to issue 7's 3
+GB, hence off by default.
 
 Applied only where JAX can run on nothing but the CPU and the C library is
 glibc, and only fully before the backend starts its threads: a thread that
