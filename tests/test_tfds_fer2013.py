@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 
 import grain
 import numpy as np
@@ -106,6 +107,17 @@ def test_data_source_feeds_a_grain_pipeline(data_dir):
 def test_prepare_and_load_need_no_network(manual_dir, tmp_path, no_network):
   tfds_fer2013.prepare(manual_dir, str(tmp_path))
   assert len(tfds_fer2013.load_prepared(str(tmp_path)).splits['train'])
+
+
+def test_prepare_and_load_leave_no_temporary_directory(manual_dir, tmp_path,
+                                                       monkeypatch):
+  temp = tmp_path / 'temp'
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))
+  data_dir = str(tmp_path / 'tfds')
+  tfds_fer2013.prepare(manual_dir, data_dir)
+  tfds_fer2013.load_prepared(data_dir)
+  assert not os.listdir(temp)
 
 
 def test_prepare_reads_the_image_folder_zip(make_synthetic_fer, tmp_path):

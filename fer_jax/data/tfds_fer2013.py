@@ -53,6 +53,15 @@ def _find_manual_file(manual_dir: str) -> str:
                   'there. ' + sources.DOWNLOAD_HINT)
 
 
+class _LocalDatasetInfo(tfds.core.DatasetInfo):
+  """DatasetInfo of a dataset that is only ever built locally."""
+
+  def initialize_from_bucket(self) -> None:
+    """Nothing: fer2013 is not on TFDS's bucket. TFDS 4.9.10 calls this on
+    every builder whose data_dir holds no prepared dataset yet, and it
+    leaves an empty /tmp/tmp*tfds directory behind each time."""
+
+
 class Fer2013(tfds.core.GeneratorBasedBuilder,
               # Under `python -m` this file also runs as `__main__`; only the
               # package module's class may take the name, or importing it
@@ -78,7 +87,7 @@ class Fer2013(tfds.core.GeneratorBasedBuilder,
   def _info(self) -> tfds.core.DatasetInfo:
     # Not `dataset_info_from_configs`: it would read README.md, TAGS.txt, ...
     # of whatever else lives in fer_jax/data/.
-    return tfds.core.DatasetInfo(
+    return _LocalDatasetInfo(
         builder=self,
         description=(
             'FER2013 facial expressions: 48x48 grey faces labelled '
