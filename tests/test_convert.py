@@ -135,8 +135,9 @@ def test_converted_port_matches_torchvision(name, size, tmp_path):
     expected = reference(torch.from_numpy(x).float()).numpy()
   del reference
 
-  # The weights files' round trip: test_convert_cli_writes_what_init_from_
-  # reads (8 s more here for vgg16's 550 MB).
+  # Saving and loading the converted weights: tested by
+  # test_convert_cli_writes_what_init_from_reads (here, 8 s for vgg16's
+  # 550 MB).
   variables = convert.from_torchvision(
       name, convert.read_torch_state_dict(src, name))
   logits = jax.jit(models.create(name, 1000).apply)(

@@ -127,7 +127,7 @@ def from_torchvision(arch: str, state_dict: dict[str, np.ndarray]) -> dict:
       if arch == 'vgg16' and names == ['classifier_0']:
         # torch flattens [C=512, 7 * 7], the port [7 * 7, C]: kernel
         # [(hw, c), out] = weight[out, (c, hw)], in one copy of its 400 MB
-        # (two, through a row-major reshape first, took 2-3x longer).
+        # (two copies, a reshape and then the transpose, took 2-3x as long).
         kernel = value.reshape(len(value), -1, 7 * 7).transpose(2, 1, 0)
         kernel = kernel.reshape(-1, len(value))
       flat[('params', *names, 'kernel')] = kernel
