@@ -1,6 +1,7 @@
 """Shared fixtures: small synthetic FER2013 files in every downloaded form."""
 
 import dataclasses
+import gc
 import gzip
 import io
 import os
@@ -220,3 +221,16 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if item.path.name not in SPREAD_FILES:
       item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish():
+  """Collects the tests' garbage once, then exempts what is left from
+  garbage collection. pytest collects five more times while it shuts
+  down, each pass over every live object (the compiled programs and
+  traces JAX keeps: seconds in an xdist worker after the whole suite),
+  and after a worker's last report execnet waits 5 s before it interrupts
+  the worker's main thread: a KeyboardInterrupt traceback in JAX's gc
+  callback at the end of half the runs."""
+  gc.collect()
+  gc.freeze()
