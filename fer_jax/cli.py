@@ -1,13 +1,17 @@
-"""What every command line here shares: flag parsing and exits on user errors.
+"""What every command line here shares: flag parsing, logging and exits on
+user errors.
 
 A mistake a user can make ends in one `error:` line and exit status 2, never
 a traceback; an interrupted run in its resume hint and 128 + the signal.
 """
 
 import contextlib
+import logging
+import os
 import sys
 
 from absl import flags
+from absl import logging as absl_logging
 
 from fer_jax.errors import Interrupted, UserError
 
@@ -31,6 +35,24 @@ def parse_flags(argv: list[str]) -> list[str]:
           f'{_one_line(e)} Every knob is listed with its default in '
           'fer_jax/config.py and the config file.', file=sys.stderr)
   sys.exit(2)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _info_from_fer_jax_only(record: logging.LogRecord) -> bool:
+  return (record.levelno >= logging.WARNING
+          or os.path.abspath(record.pathname).startswith(_PACKAGE_DIR))
+
+
+def log_info() -> None:
+  """Logs fer_jax's INFO lines and the libraries' warnings and errors.
+
+  At INFO, orbax logs about 50 lines per checkpoint saved, two checkpoints
+  an epoch, which buried the epoch lines; JAX and Grain add their own.
+  """
+  absl_logging.set_verbosity(absl_logging.INFO)
+  absl_logging.get_absl_handler().addFilter(_info_from_fer_jax_only)
 
 
 def _one_line(error: Exception) -> str:

@@ -9,7 +9,7 @@ hosts, run it once per process with --config.distributed.* (README).
 """
 
 import jax
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from fer_jax import cli, inference
@@ -26,7 +26,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
+  cli.log_info()
   with cli.exits_on_user_errors():
     run, data = loop.train(flags.FLAGS.config, flags.FLAGS.workdir)
     if jax.process_index() != 0:

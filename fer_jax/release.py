@@ -21,7 +21,7 @@ the shipped report.json.
 import os
 import shutil
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fer_jax import cli, rundir
 from fer_jax.errors import UserError
@@ -89,7 +89,7 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  cli.log_info()
   with cli.exits_on_user_errors():
     info = release(flags.FLAGS.workdir, flags.FLAGS.out,
                    command=flags.FLAGS.command, commit=flags.FLAGS.commit,

@@ -10,7 +10,7 @@ run's figures to <out>/<run name>/. A sweep directory stands for its runs.
 With --ensemble, the runs' ensemble goes to <out>/ensemble.md and .json.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from fer_jax import cli
 from fer_jax.evaluate import regenerate
@@ -36,7 +36,7 @@ flags.mark_flags_as_required(['workdirs', 'out'])
 
 
 def main(argv):
-  logging.set_verbosity(logging.INFO)
+  cli.log_info()
   with cli.exits_on_user_errors():
     path = regenerate.regenerate(
         flags.FLAGS.workdirs + argv[1:], flags.FLAGS.out,

@@ -11,7 +11,7 @@ finished runs and resumes the others. Tables: <workdir>/summary.md, .csv.
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from fer_jax import cli, sweeps
@@ -37,7 +37,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.INFO)
+  cli.log_info()
   config_flag = flags.FLAGS['config']
   with cli.exits_on_user_errors():
     sweep = sweeps.Sweep.load(config_flags.get_config_filename(config_flag),

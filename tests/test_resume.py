@@ -1,7 +1,9 @@
 """Preemption: SIGKILL / SIGTERM at random points, then the same command."""
 
+import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,7 +91,7 @@ def uninterrupted(csv_path, tmp_path_factory):
   result = subprocess.run(_command(csv_path, workdir), cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
-  return _final(workdir)
+  return {'final': _final(workdir), 'log': result.stderr}
 
 
 def _assert_same(a, b):
@@ -97,6 +99,20 @@ def _assert_same(a, b):
   variables_b, metrics_b = b
   assert metrics_a == metrics_b
   assert jax.tree.all(jax.tree.map(np.array_equal, variables_a, variables_b))
+
+
+def test_log_shows_fer_jax_info_and_no_library_info(uninterrupted):
+  """14 checkpoints saved; orbax's INFO lines (about 50 a checkpoint) would
+  bury the epoch lines."""
+  info_lines = [line for line in uninterrupted['log'].splitlines()
+                if re.match(r'I\d{4} ', line)]  # absl: I<mmdd> <time> ...
+  assert any(f'epoch {EPOCHS}/{EPOCHS}: train loss' in line
+             for line in info_lines)
+  fer_jax_files = {os.path.basename(path) for path in glob.glob(
+      os.path.join(ROOT, 'fer_jax', '**', '*.py'), recursive=True)}
+  logged_from = {re.search(r' (\S+\.py):\d+\] ', line).group(1)
+                 for line in info_lines}
+  assert logged_from <= fer_jax_files, logged_from - fer_jax_files
 
 
 def test_sigkill_and_sigterm_at_random_points_then_resume_is_exact(
@@ -123,7 +139,7 @@ def test_sigkill_and_sigterm_at_random_points_then_resume_is_exact(
   result = subprocess.run(_command(csv_path, tmp_path), cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
-  _assert_same(_final(tmp_path), uninterrupted)
+  _assert_same(_final(tmp_path), uninterrupted['final'])
   # No duplicated or missing epochs in the metrics log.
   epochs = [r['epoch'] for r in rundir.RunDir(str(tmp_path)).read_metrics()]
   assert epochs == list(range(1, EPOCHS + 1)), (kill_step, term_step)
