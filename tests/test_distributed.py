@@ -67,7 +67,7 @@ def runs(tmp_path_factory) -> dict[str, str]:
   port = _free_port()
   processes = []
   for i in range(2):
-    # Logs to files: orbax and Gloo fill an unread pipe and block.
+    # Logs to files: a pipe nobody reads until the end blocks once full.
     with open(root / f'{i}.log', 'w') as log:
       processes.append(subprocess.Popen(
           [sys.executable, '-m', 'fer_jax.main', *_FLAGS,

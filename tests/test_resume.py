@@ -46,8 +46,8 @@ def _command(csv_path, workdir):
 
 
 def _start(csv_path, workdir, log):
-  # Output to a file: an unread pipe fills up with orbax's log and blocks
-  # the run.
+  # Output to a file: a pipe nobody reads until the end would block the run
+  # once full.
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   return subprocess.Popen(_command(csv_path, workdir), cwd=ROOT, env=env,
                           stdout=subprocess.DEVNULL, stderr=log)
