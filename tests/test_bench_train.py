@@ -21,9 +21,12 @@ def test_benchmark_prints_a_row_per_framework_and_the_ratio(tmp_path):
        '--model=resnet_small', '--steps=2', '--warmup=1', '--batch_size=8',
        f'--data={tmp_path / "absent.csv"}'],  # Synthetic faces.
       capture_output=True, text=True, check=False, timeout=300,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+      # A preloaded library (there, a malloc such as tcmalloc) is named in
+      # the header; the C library itself is harmless to preload.
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'LD_PRELOAD': 'libc.so.6'})
   assert done.returncode == 0, done.stderr[-3000:]
-  assert 'batch 8, 2 timed steps after 1; data synthetic' in done.stdout
+  assert ('LD_PRELOAD libc.so.6; batch 8, 2 timed steps after 1; data '
+          'synthetic') in done.stdout
   assert '| jax | resnet_small | 417,287 | cpu x1' in done.stdout
   match = LAST_LINE.fullmatch(done.stdout.splitlines()[-1])
   assert match, done.stdout
