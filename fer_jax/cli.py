@@ -12,18 +12,20 @@ import sys
 
 from absl import flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from fer_jax.errors import Interrupted, UserError
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with a mistyped override as one line, not a traceback."""
+  """absl's parser, with a missing config file or a mistyped override as
+  one line, not a traceback."""
   try:
     argv = flags.FLAGS(argv)
     flags.FLAGS.config.keys()  # config_flags defers load errors to first use.
     return argv
   except OSError as e:
-    print(f'error: {" ".join(str(e).split())}', file=sys.stderr)
+    print(f'error: {_config_file_error(e)}', file=sys.stderr)
   except flags.Error as e:
     print(f'error: {_one_line(e)} Pass --helpfull for the flags.',
           file=sys.stderr)
@@ -53,6 +55,28 @@ def log_info() -> None:
   """
   absl_logging.set_verbosity(absl_logging.INFO)
   absl_logging.get_absl_handler().addFilter(_info_from_fer_jax_only)
+
+
+def _is_config_file(path: str) -> bool:
+  if not (path.endswith('.py') and os.path.isfile(path)):
+    return False
+  with open(path, encoding='utf-8') as f:
+    return 'def get_config(' in f.read()
+
+
+def _config_file_error(error: OSError) -> str:
+  """A missing --config file named with the config files beside it; any
+  other failure to read it as ml_collections words it."""
+  path = config_flags.get_config_filename(flags.FLAGS['config'])
+  if os.path.isfile(path):
+    return ' '.join(str(error).split())
+  folder = os.path.dirname(path) or '.'
+  choices = (sorted(name for name in os.listdir(folder)
+                    if _is_config_file(os.path.join(folder, name)))
+             if os.path.isdir(folder) else [])
+  return (f'--config={path}: no such file' + (
+      f'; the config files in {folder}: {", ".join(choices)}.' if choices
+      else '.'))
 
 
 def _one_line(error: Exception) -> str:

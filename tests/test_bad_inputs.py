@@ -65,6 +65,22 @@ def one_block_config(data_path, **train):
 # ------------------------------------------------------------------ Config.
 
 
+@pytest.mark.parametrize('module,config,listed', [
+    ('fer_jax.main', 'configs/resnet_smal.py', 'resnet_small.py, '),
+    # experiments/ also holds scripts, which are not listed.
+    ('fer_jax.sweep', 'experiments/resnet_small.py', 'resnet_small_sweep.py'),
+])
+def test_missing_config_file_lists_the_config_files_beside_it(
+    tmp_path, module, config, listed):
+  result = subprocess.run(
+      [sys.executable, '-m', module, f'--config={config}',
+       f'--workdir={tmp_path}'],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  _assert_one_line_error(result, tmp_path, f'--config={config}: no such file',
+                         listed)
+  assert 'bench_train.py' not in result.stderr
+
+
 def test_unknown_model_name_lists_the_models(csv_path, tmp_path):
   result = _main(f'--config.data.path={csv_path}',
                  '--config.model.name=resnet_huge', workdir=tmp_path)
