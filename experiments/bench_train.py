@@ -482,8 +482,9 @@ def main(argv):
         f'{" ".join(sys.argv[1:])}')
   # Both frameworks' children inherit a preloaded malloc (e.g. tcmalloc),
   # which changes the CPU figures (BENCHMARKS.md).
-  preloaded = ' '.join(os.path.basename(path) for path in
-                       os.environ.get('LD_PRELOAD', '').replace(':', ' ').split())
+  preloaded = ' '.join(
+      os.path.basename(path)
+      for path in os.environ.get('LD_PRELOAD', '').replace(':', ' ').split())
   print(f'commit {_commit()}; host {_cpu_name()}, {os.cpu_count()} CPUs; '
         f'{"LD_PRELOAD " + preloaded + "; " if preloaded else ""}'
         f'batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after '
