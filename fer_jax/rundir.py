@@ -152,6 +152,14 @@ class RunDir:
   def latest_step(self, kind: str = 'latest') -> int | None:
     return self._manager(kind).latest_step()
 
+  def has_checkpoint(self, kind: str) -> bool:
+    """Whether a finished `kind` checkpoint exists, read from the directory:
+    creating orbax's manager starts JAX's backends, which config checks
+    must not (a sweep checks every run before the first fixes the CPU's
+    device count)."""
+    return bool(ocp.utils.checkpoint_steps(
+        os.path.join(self.path, 'checkpoints', kind)))
+
   @property
   def is_released(self) -> bool:
     """A released copy (fer_jax.release): its report.json is the reference

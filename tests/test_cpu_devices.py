@@ -85,3 +85,17 @@ def test_after_jax_started_only_auto_goes_on():
   assert report['devices'] == 1
   assert 'cpu_devices=3' in report['error']
   assert 'fresh process' in report['error']
+
+
+def test_config_checks_leave_the_count_open():
+  # A sweep checks every run's config, init_from included, before its first
+  # run sets the device count; the checks must not start JAX.
+  report = _in_fresh_process(
+      'from fer_jax import sweeps\n'
+      'from fer_jax.train import config_check\n'
+      'config = sweeps.load_config("configs/resnet_small.py")\n'
+      'config.model.init_from = "fer_jax/pretrained"\n'
+      'config_check.check(config)\n'
+      'cpu_devices.split(3, 48)\n'
+      'print(json.dumps({"devices": jax.device_count()}))')
+  assert report == {'devices': 3}

@@ -49,7 +49,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                     f'{config.data.normalization!r}; set '
                     f'--config.data.normalization='
                     f'{trained.data.normalization}.')
-  if source.latest_step('best') is None:
+  if not source.has_checkpoint('best'):
     raise UserError(f'config.model.init_from={path!r} is a run directory '
                     'without a best checkpoint: train it for at least one '
                     'epoch first.')
