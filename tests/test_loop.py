@@ -132,13 +132,13 @@ def test_plateau_halves_the_learning_rate(csv_path, tmp_path):
 
 def test_tensorboard_writer_leaves_torch_unimported(tmp_path):
   """tensorboardX imports torch, if installed, for type annotations only:
-  600 MB and seconds of every training process that loop._summary_writer
-  saves; torch still imports afterwards."""
+  600 MB and seconds of every training process that
+  epoch_metrics.summary_writer saves; torch still imports afterwards."""
   script = textwrap.dedent(f'''
       import importlib.util
       import sys
-      from fer_jax.train import loop
-      writer = loop._summary_writer({str(tmp_path)!r}, purge_step=1)
+      from fer_jax.train import epoch_metrics
+      writer = epoch_metrics.summary_writer({str(tmp_path)!r}, purge_step=1)
       writer.add_scalar('val/accuracy', 0.5, 1)
       writer.close()
       assert 'torch' not in sys.modules

@@ -19,12 +19,13 @@ import numpy as np
 import tqdm
 from jax.experimental import multihost_utils
 
-from fer_jax import inference, metrics, models, rundir
+from fer_jax import inference, models, rundir
 from fer_jax.data import (dataset, device_augment, pipeline, preprocess,
                           sources)
 from fer_jax.errors import Interrupted, UserError
 from fer_jax.train import (config_check, cpu_devices, cpu_memory, distill,
-                           multihost, optim, phases, step, warm_start)
+                           epoch_metrics, multihost, optim, phases, step,
+                           warm_start)
 
 
 # The process and device layout and the CPU's memory settings, which may
@@ -64,69 +65,10 @@ class _StopSignals:
       signal.signal(number, handler)
 
 
-class _PartialEpoch:
-  """The train metrics of an epoch so far, as JSON for mid-epoch checkpoints."""
-  EMPTY = {'losses': [], 'predictions': [], 'labels': [], 'seconds': 0.0}
-
-  @staticmethod
-  def extend(partial: dict, step_metrics: list, start: float) -> dict:
-    """`partial` plus the device-side `step_metrics` since `start`."""
-    # The epoch's one host sync; predictions and labels are sharded over
-    # the processes, so each gathers them all.
-    fetched = (jax.device_get(step_metrics) if jax.process_count() == 1
-               else multihost_utils.process_allgather(step_metrics, tiled=True))
-    return {
-        'losses': partial['losses'] + [float(m['loss']) for m in fetched],
-        'predictions': partial['predictions'] + [
-            int(p) for m in fetched for p in m['predictions']],
-        'labels': partial['labels'] + [
-            int(l) for m in fetched for l in m['labels']],
-        'seconds': partial['seconds'] + time.perf_counter() - start}
-
-
-def _summary_writer(path: str, purge_step: int):
-  """tensorboardX's SummaryWriter, imported without torch.
-
-  tensorboardX imports torch, when it is installed, only to annotate its
-  methods with torch.Tensor; torch loads its CUDA libraries on import: 600
-  MB of resident memory and 2.5 s of CPU per training process on a quiet
-  machine, half a minute on a busy one. While tensorboardX is imported,
-  `import torch` fails (a None entry in sys.modules) and it falls back to
-  numpy; afterwards torch imports as usual. Imported here rather than at
-  the top for the same reason: commands that fail on their config do not
-  wait for it.
-  """
-  hide_torch = 'torch' not in sys.modules
-  if hide_torch:
-    sys.modules['torch'] = None
-  try:
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-  finally:
-    if hide_torch:
-      del sys.modules['torch']
-  return SummaryWriter(path, purge_step=purge_step)
-
-
 def _improved(value: float, best: float | None, metric: str) -> bool:
   if best is None:
     return True
   return value < best if metric.endswith('loss') else value > best
-
-
-def _check_losses(partial: dict, epoch: int, steps_per_epoch: int,
-                  run: rundir.RunDir) -> None:
-  """Stops on a NaN or Inf loss in the epoch so far, before it is saved."""
-  bad = np.flatnonzero(~np.isfinite(partial['losses']))
-  if not bad.size:
-    return
-  run.wait_until_finished()
-  good = run.latest_step()
-  kept = (f'The last good checkpoint (step {good}) is kept in {run.path}.'
-          if good is not None else 'No checkpoint was saved before it.')
-  raise UserError(
-      f'The training loss became {partial["losses"][bad[0]]} at step '
-      f'{(epoch - 1) * steps_per_epoch + bad[0] + 1} (epoch {epoch}); lower '
-      f'config.train.learning_rate. {kept}')
 
 
 def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
@@ -154,34 +96,6 @@ def _open_run(config: ml_collections.ConfigDict,
     if jax.process_index() != 0:
       run = rundir.RunDir(workdir, create=False)
   return run, previous_config
-
-
-def _epoch_record(epoch: int, phase: int, state: step.TrainState,
-                  partial: dict, val: dict, class_names: tuple,
-                  images_per_epoch: int) -> dict:
-  """The line of metrics.jsonl for a finished epoch."""
-  train_metrics = metrics.classification_metrics(
-      np.asarray(partial['labels']), np.asarray(partial['predictions']),
-      class_names)
-  return {
-      'epoch': epoch, 'step': int(state.step), 'phase': phase,
-      'train/loss': float(np.mean(partial['losses'])),
-      'train/accuracy': train_metrics['accuracy'],
-      'train/macro_f1': train_metrics['macro_f1'],
-      'learning_rate': float(state.opt_state.hyperparams['learning_rate']),
-      'train_seconds': partial['seconds'],
-      'train_images_per_second': images_per_epoch / partial['seconds'],
-      **metrics.flat_scalars(val, 'val')}
-
-
-def _log_epoch(record: dict, total_epochs: int, phase_suffix: str) -> None:
-  logging.info('epoch %d/%d%s: train loss %.4f acc %.4f | val loss %.4f '
-               'acc %.4f macro-F1 %.4f | lr %.2g | %.0f s, %.0f img/s',
-               record['epoch'], total_epochs, phase_suffix,
-               record['train/loss'], record['train/accuracy'],
-               record['val/loss'], record['val/accuracy'],
-               record['val/macro_f1'], record['learning_rate'],
-               record['train_seconds'], record['train_images_per_second'])
 
 
 def train(config: ml_collections.ConfigDict,
@@ -348,8 +262,8 @@ def train(config: ml_collections.ConfigDict,
   writer = None
   if main:
     run.truncate_metrics(loop['epoch'])
-    writer = _summary_writer(run.file(rundir.TENSORBOARD),
-                             purge_step=loop['epoch'] + 1)
+    writer = epoch_metrics.summary_writer(run.file(rundir.TENSORBOARD),
+                                          purge_step=loop['epoch'] + 1)
 
   def save_latest(data_state, partial_epoch):
     loop['partial_epoch'] = partial_epoch
@@ -399,7 +313,7 @@ def train(config: ml_collections.ConfigDict,
         state, train_step, plateau = next_phase(state)
         continue
       epoch = loop['epoch'] + 1
-      partial = loop['partial_epoch'] or _PartialEpoch.EMPTY
+      partial = loop['partial_epoch'] or epoch_metrics.PartialEpoch.EMPTY
       done = len(partial['losses'])
       start = time.perf_counter()
       progress = tqdm.tqdm(
@@ -422,9 +336,10 @@ def train(config: ml_collections.ConfigDict,
         if memory_kept:
           cpu_memory.after_step(i - done, keep_memory_steps, results)
         if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
-          partial = _PartialEpoch.extend(partial, step_metrics, start)
+          partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics,
+                                                      start)
           step_metrics, start = [], time.perf_counter()
-          _check_losses(partial, epoch, steps_per_epoch, run)
+          epoch_metrics.check_losses(partial, epoch, steps_per_epoch, run)
           save_latest(data_state, partial)
           if stop.signal:
             run.wait_until_finished()
@@ -433,16 +348,18 @@ def train(config: ml_collections.ConfigDict,
                 f'{epoch} at step {int(state.step)}; a checkpoint is saved: '
                 'run the same command again to resume.', stop.signal)
       progress.close()
-      partial = _PartialEpoch.extend(partial, step_metrics, start)
-      _check_losses(partial, epoch, steps_per_epoch, run)
+      partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics,
+                                                  start)
+      epoch_metrics.check_losses(partial, epoch, steps_per_epoch, run)
 
       val_split = data.splits['val']
       # Every process evaluates the whole split alone (no collectives).
       val = inference.evaluate(
           logits_fn, multihost.local(state.eval_variables), val_split.images,
           val_split.labels, data.class_names, config.train.eval_batch_size)
-      record = _epoch_record(epoch, phase.number, state, partial, val,
-                             data.class_names, steps_per_epoch * global_batch)
+      record = epoch_metrics.epoch_record(
+          epoch, phase.number, state, partial, val, data.class_names,
+          steps_per_epoch * global_batch)
       if metric not in record:
         raise UserError(f'config.train.selection_metric={metric!r} is not '
                         f'logged; choose one of {sorted(record)}.')
@@ -453,8 +370,9 @@ def train(config: ml_collections.ConfigDict,
           if key not in ('epoch', 'step', 'phase'):
             writer.add_scalar(key, value, epoch)
         writer.flush()
-      _log_epoch(record, total_epochs,
-                 f' (phase {phase.number})' if len(plan) > 1 else '')
+      epoch_metrics.log_epoch(
+          record, total_epochs,
+          f' (phase {phase.number})' if len(plan) > 1 else '')
 
       if phase.train.schedule == 'plateau':
         factor = plateau.scale(record['val/loss'])
