@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags
 
-from fer_jax import rundir
+from fer_jax import cli, rundir
 
 PROVENANCE = ('command', 'commit', 'device', 'wall_time')
 
@@ -96,6 +96,7 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
 
 def main(argv):
   del argv
+  cli.log_info()  # orbax's INFO lines on restoring the checkpoint: not here.
   run = rundir.RunDir(flags.FLAGS.workdir, create=False)
   print(entry(run, {key: getattr(flags.FLAGS, key) for key in PROVENANCE}))
 
