@@ -64,9 +64,9 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
   for name in _FILES + (rundir.INIT_FROM,):
     if os.path.isfile(run.file(name)):  # init_from.json is optional.
       shutil.copy2(run.file(name), os.path.join(out, name))
-  shutil.copytree(os.path.join(run.path, 'checkpoints', 'best', str(step)),
-                  os.path.join(out, 'checkpoints', 'best', str(step)))
   released = rundir.RunDir(out, create=False)
+  shutil.copytree(run.checkpoint_dir('best', step),
+                  released.checkpoint_dir('best', step))
   info = {
       **provenance,
       'source_workdir': run.path,

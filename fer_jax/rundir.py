@@ -136,6 +136,11 @@ class RunDir:
 
   # -------------------------------------------------------------- Checkpoints.
 
+  def checkpoint_dir(self, kind: str, step: int | None = None) -> str:
+    """The folder of the `kind` checkpoints, or of the one of `step`."""
+    folder = os.path.join(self.path, 'checkpoints', kind)
+    return folder if step is None else os.path.join(folder, str(step))
+
   def _manager(self, kind: str) -> ocp.CheckpointManager:
     if kind not in self._managers:
       # Two latest checkpoints, so a damaged newest one has a fallback.
@@ -146,7 +151,7 @@ class RunDir:
           multiprocessing_options=ocp.options.MultiprocessingOptions(
               barrier_sync_key_prefix=kind))
       self._managers[kind] = ocp.CheckpointManager(
-          os.path.join(self.path, 'checkpoints', kind), options=options)
+          self.checkpoint_dir(kind), options=options)
     return self._managers[kind]
 
   def latest_step(self, kind: str = 'latest') -> int | None:
@@ -157,8 +162,7 @@ class RunDir:
     creating orbax's manager starts JAX's backends, which config checks
     must not (a sweep checks every run before the first fixes the CPU's
     device count)."""
-    return bool(ocp.utils.checkpoint_steps(
-        os.path.join(self.path, 'checkpoints', kind)))
+    return bool(ocp.utils.checkpoint_steps(self.checkpoint_dir(kind)))
 
   @property
   def is_released(self) -> bool:
@@ -175,8 +179,8 @@ class RunDir:
     their devices; the checkpoint's files differ between them (orbax names
     its data files at random and timestamps its metadata).
     """
-    item = os.path.join(self.path, 'checkpoints', kind,
-                        str(self.latest_step(kind)), 'model')
+    item = os.path.join(self.checkpoint_dir(kind, self.latest_step(kind)),
+                        'model')
     checkpointer = ocp.PyTreeCheckpointer()
     as_numpy = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
@@ -192,8 +196,7 @@ class RunDir:
 
   def has_item(self, kind: str, step: int, item: str) -> bool:
     """Whether checkpoint `kind` of `step` holds `item` (e.g. 'ema')."""
-    return os.path.isdir(os.path.join(self.path, 'checkpoints', kind,
-                                      str(step), item))
+    return os.path.isdir(os.path.join(self.checkpoint_dir(kind, step), item))
 
   def save(self, kind: str, step: int, *, model: Any, loop: dict,
            optimizer: Any = None, data_state: dict | None = None,
