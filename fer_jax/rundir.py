@@ -27,6 +27,7 @@ import logging
 import os
 from typing import Any
 
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -179,14 +180,17 @@ class RunDir:
     their devices; the checkpoint's files differ between them (orbax names
     its data files at random and timestamps its metadata).
     """
-    item = os.path.join(self.checkpoint_dir(kind, self.latest_step(kind)),
-                        'model')
-    checkpointer = ocp.PyTreeCheckpointer()
+    item = epath.Path(self.checkpoint_dir(kind, self.latest_step(kind)),
+                      'model')
+    # The item's own handler: a Checkpointer would look for the step's
+    # metadata file inside the item folder and warn that it is missing.
+    handler = ocp.PyTreeCheckpointHandler()
     as_numpy = jax.tree.map(
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-        checkpointer.metadata(item).item_metadata.tree)
-    variables = checkpointer.restore(
+        handler.metadata(item).tree)
+    variables = handler.restore(
         item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    handler.close()
     digest = hashlib.sha256()
     for path, array in jax.tree_util.tree_flatten_with_path(variables)[0]:
       digest.update(f'{jax.tree_util.keystr(path)} {array.dtype} '

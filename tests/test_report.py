@@ -206,6 +206,16 @@ def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
   np.testing.assert_allclose(faces.sum(1), 1, rtol=1e-5)
 
 
+def test_the_shipped_digest_matches_its_release_record_quietly(caplog):
+  # A Checkpointer pointed at the model item warned on every digest (its
+  # step metadata file sits one folder up); warm starts and releases take it.
+  shipped = rundir.RunDir(predictor.PRETRAINED_DIR, create=False)
+  caplog.set_level(logging.WARNING)
+  assert shipped.checkpoint_sha256('best') == (
+      shipped.read_json(rundir.RELEASE)['checkpoint_sha256'])
+  assert not caplog.records, caplog.text
+
+
 def _member(name, logits, labels=(0, 1, 2, 2), classes=('a', 'b', 'c')):
   logits = np.log(np.asarray(logits, np.float64))
   report = {'num_params': 10, 'mflops': 1.5}
