@@ -5,15 +5,15 @@ import os
 import numpy as np
 import pytest
 
-from fer_jax import inference, rundir
+from fer_jax import inference, rundir, sweeps
 from fer_jax.config import default_config
 from fer_jax.data import dataset, ferplus, sources
 from fer_jax.evaluate import report
 from fer_jax.predict import predictor
 from fer_jax.train import loop
 
-DATASETS = os.path.join(os.path.dirname(__file__), '..', '..', 'shared',
-                        'datasets')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASETS = os.path.join(ROOT, '..', 'shared', 'datasets')
 TAR = os.path.join(DATASETS, 'fer2013', 'fer2013.tar.gz')
 ZIP = os.path.join(DATASETS, 'fer2013', 'fer2013-images.zip')
 FERPLUS = os.path.join(DATASETS, 'ferplus', 'fer2013new.csv')
@@ -85,21 +85,24 @@ def test_the_shipped_model_reproduces_its_private_test_numbers(csv_data):
   np.testing.assert_array_equal(probabilities.argmax(1), logits.argmax(1))
 
 
-def test_brief_training_on_a_subset(tmp_path):
-  config = default_config()
-  config.data.path = TAR
-  config.data.max_per_class = 20
-  config.train.epochs = 1
-  config.train.batch_size = 16
-  # The real files through training and the report; a narrow model keeps
-  # it quick (the shipped model's test evaluates the full-size one).
-  config.model.update(dropout=0.15, stem_features=8, block_features=(8, 16))
+def test_brief_ferplus_fine_tuning_of_the_shipped_model(tmp_path):
+  """configs/resnet_small_ferplus.py, as RESULTS.md's FER+ runs used it, on a
+  subset: the real files and votes, the shipped model's backbone, through
+  training and the report."""
+  config = sweeps.load_config(os.path.join(ROOT, 'configs',
+                                           'resnet_small_ferplus.py'))
+  config.data.update(path=TAR, ferplus_path=FERPLUS, max_per_class=2)
+  config.train.update(epochs=1, batch_size=8)
   run, data = loop.train(config, str(tmp_path))
-  assert len(data.splits['train']) == 7 * 20
+  assert data.class_names == ferplus.CLASSES
+  assert len(data.splits['train']) == 8 * 2
+  shipped = rundir.RunDir(predictor.PRETRAINED_DIR, create=False)
+  assert run.read_json(rundir.INIT_FROM)['checkpoint_sha256'] == (
+      shipped.read_json(rundir.RELEASE)['checkpoint_sha256'])
   result = report.write_report(run, data)
-  assert result['test']['confusion_matrix'] and len(
-      result['test']['per_class']) == 7
-  assert sum(map(sum, result['test']['confusion_matrix'])) == 7 * 20
+  assert len(result['test']['per_class']) == 8
+  assert sum(map(sum, result['test']['confusion_matrix'])) == len(
+      data.splits['test'])
 
 
 def test_class_options_on_real_data(csv_data):
