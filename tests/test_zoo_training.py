@@ -16,7 +16,8 @@ from flax import traverse_util
 import fakedata
 from fer_jax import convert, inference, models, rundir, sweeps
 from fer_jax.evaluate import report
-from fer_jax.train import loop
+from fer_jax.predict import predictor
+from fer_jax.train import loop, warm_start
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PER_CLASS = (2, 1, 1)  # Training, PublicTest, PrivateTest images per class.
@@ -68,6 +69,20 @@ def test_every_model_has_a_config():
   configs = {name.removesuffix('.py')
              for name in os.listdir(os.path.join(ROOT, 'configs'))}
   assert set(models.MODELS) <= configs
+
+
+def test_ferplus_config_fits_the_shipped_model():
+  """configs/resnet_small_ferplus.py fine-tunes fer_jax/pretrained: same
+  model settings, so every array but the classifier loads
+  (tests/test_real_data.py trains it on the real votes)."""
+  config = sweeps.load_config(os.path.join(ROOT, 'configs',
+                                           'resnet_small_ferplus.py'))
+  assert config.model.init_from == predictor.PRETRAINED_DIR
+  warm_start.check(config)  # Its model, its normalisation, a checkpoint.
+  shipped = rundir.RunDir(predictor.PRETRAINED_DIR, create=False)
+  settings = [dict(rundir.as_json(c)['model'], init_from=None)
+              for c in (config, shipped.load_config())]
+  assert settings[0] == settings[1]
 
 
 def _stand_in_imagenet_weights(config, out: str) -> dict:
