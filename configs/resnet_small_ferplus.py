@@ -8,8 +8,9 @@ paper's metric, majority labels), report PrivateTest:
       --config.data.ferplus_path=../shared/datasets/ferplus/fer2013new.csv
 
 Recipe (experiments/RESULTS.md, the FER+ crossentropy sections): start from
-the model in fer_jax/pretrained (its backbone; the 8-class classifier is
-new), cross-entropy to the vote distribution (the best of the four modes in
+the backbone of the model in fer_jax/pretrained, whichever ships (the
+run's init_from.json records its sha256), with a new 8-class classifier;
+cross-entropy to the vote distribution (the best of the four modes in
 experiments/ferplus_modes_sweep.py), Adam 1e-3 with one warm-up epoch for
 the fresh moments, then a cosine over 10 epochs, EMA of the weights; no
 early stopping, as the cosine's end is where it peaks. configs/
