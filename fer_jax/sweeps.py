@@ -105,7 +105,8 @@ def resolve(base: ml_collections.ConfigDict,
   return config
 
 
-def _load_module(path: str):
+def load_module(path: str):
+  """The Python file `path` as a module, e.g. a sweep file's siblings."""
   spec = importlib.util.spec_from_file_location(
       os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
@@ -115,12 +116,12 @@ def _load_module(path: str):
 
 def load_config(config_file: str) -> ml_collections.ConfigDict:
   """`get_config()` of a config file, e.g. a sweep file's base in configs/."""
-  return _load_module(config_file).get_config()
+  return load_module(config_file).get_config()
 
 
 def load_sweep_fn(config_file: str) -> Callable:
   """The `sweep(add)` function of the sweep file `config_file`."""
-  sweep_fn = getattr(_load_module(config_file), 'sweep', None)
+  sweep_fn = getattr(load_module(config_file), 'sweep', None)
   if not callable(sweep_fn):
     raise UserError(f'{config_file} has no sweep(add) function; a sweep file '
                     'is a config file with one (see experiments/*_sweep.py).')
