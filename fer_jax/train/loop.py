@@ -98,147 +98,144 @@ def _open_run(config: ml_collections.ConfigDict,
   return run, previous_config
 
 
-def train(config: ml_collections.ConfigDict,
-          workdir: str) -> tuple[rundir.RunDir, sources.FerData]:
-  """Trains (or resumes) a run in `workdir`; returns it and its data.
+class _Trainer:
+  """One run, built once and then trained epoch by epoch to its plan's end.
 
-  With several processes (config.distributed), each runs this with the same
-  config: each reads its share of every global batch, evaluates the whole
-  validation split itself, and saves its part of the checkpoints; process 0
-  alone writes the other files (config, metrics, TensorBoard).
+  It holds what every epoch shares (the run directory, the data, the model,
+  the shardings) and what the epochs advance: the train state, the phase's
+  jitted step, the plateau schedule, and `loop`, the counters saved with
+  each checkpoint.
   """
-  distributed = config.get('distributed')
-  keep_memory_steps = config.get('cpu_keep_memory', 0)
-  memory_kept = cpu_memory.keep(keep_memory_steps)
-  cpu_devices.split(config.get('cpu_devices', 0), config.train.batch_size,
-                    1 if distributed is None else distributed.num_processes)
-  multihost.initialize(distributed)
-  config_check.check(config)
-  main = jax.process_index() == 0
-  run, previous_config = _open_run(config, workdir)
-  data = dataset.load(config.data, config.seed)
-  train_split = data.splits['train']
-  spec = preprocess.input_spec(config.data.normalization,
-                               config.data.image_size, config.data.channels,
-                               train_split.images)
-  resuming = run.latest_step() is not None  # Every process: orbax syncs.
-  if main:
-    if resuming and (_without_layout(previous_config)
-                     != _without_layout(rundir.as_json(config))):
-      logging.warning('Resuming %s with a config that differs from its '
-                      'config.json; the new one is saved.', run.path)
-    run.save_config(config)
-    run.write_json(rundir.DATASET, _data_info(data, spec))
 
-  # ---------------------------------------------------------------- Devices.
-  num_devices = jax.device_count()
-  global_batch = config.train.batch_size
-  if global_batch % num_devices:
-    raise UserError(f'config.train.batch_size={global_batch} must be a '
-                    f'multiple of the {num_devices} devices.')
-  steps_per_epoch = len(train_split) // global_batch
-  if not steps_per_epoch:
-    raise UserError(f'The train split has {len(train_split)} images, fewer '
-                    f'than one batch of {global_batch}; lower '
-                    'config.train.batch_size.')
-  batch_sharding, replicated = step.data_parallel(jax.devices())
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    distributed = config.get('distributed')
+    self.keep_memory_steps = config.get('cpu_keep_memory', 0)
+    self.memory_kept = cpu_memory.keep(self.keep_memory_steps)
+    cpu_devices.split(config.get('cpu_devices', 0), config.train.batch_size,
+                      1 if distributed is None else distributed.num_processes)
+    multihost.initialize(distributed)
+    config_check.check(config)
+    self.main = jax.process_index() == 0
+    self.run, previous_config = _open_run(config, workdir)
+    self.data = dataset.load(config.data, config.seed)
+    train_split = self.data.splits['train']
+    self.spec = preprocess.input_spec(
+        config.data.normalization, config.data.image_size,
+        config.data.channels, train_split.images)
+    self.resuming = self.run.latest_step() is not None  # Every process.
+    if self.main:
+      if self.resuming and (_without_layout(previous_config)
+                            != _without_layout(rundir.as_json(config))):
+        logging.warning('Resuming %s with a config that differs from its '
+                        'config.json; the new one is saved.', self.run.path)
+      self.run.save_config(config)
+      self.run.write_json(rundir.DATASET, _data_info(self.data, self.spec))
 
-  # ------------------------------------------------------ Model and state.
-  model_settings = config.model.to_dict()
-  model = models.create(model_settings.pop('name'), data.num_classes,
-                        compute_dtype=config.train.compute_dtype,
-                        **model_settings)
-  weights = dataset.class_weights(train_split.labels, data.num_classes,
-                                  config.train.class_weights)
-  plan = phases.parse(config.train)
-  ema_decay = config.train.get('ema_decay', 0.0)  # 0: no EMA.
-  teacher, teacher_variables = distill.load(config.train, data.class_names)
-  if teacher is not None:
-    teacher_variables = jax.device_put(teacher_variables, replicated)
-  groups = None
-  if any(phase.trainable != 'all' for phase in plan):
-    groups = models.parameter_groups(
-        model, (1, spec.image_size, spec.image_size, spec.channels))
+    # -------------------------------------------------------------- Devices.
+    self.num_devices = jax.device_count()
+    self.global_batch = config.train.batch_size
+    if self.global_batch % self.num_devices:
+      raise UserError(f'config.train.batch_size={self.global_batch} must be '
+                      f'a multiple of the {self.num_devices} devices.')
+    self.steps_per_epoch = len(train_split) // self.global_batch
+    if not self.steps_per_epoch:
+      raise UserError(f'The train split has {len(train_split)} images, '
+                      f'fewer than one batch of {self.global_batch}; lower '
+                      'config.train.batch_size.')
+    self.batch_sharding, self.replicated = step.data_parallel(jax.devices())
 
-  def setup(phase: phases.Phase):
+    # ---------------------------------------------------------------- Model.
+    model_settings = config.model.to_dict()
+    self.model = models.create(model_settings.pop('name'),
+                               self.data.num_classes,
+                               compute_dtype=config.train.compute_dtype,
+                               **model_settings)
+    self.class_weights = dataset.class_weights(
+        train_split.labels, self.data.num_classes, config.train.class_weights)
+    self.plan = phases.parse(config.train)
+    self.ema_decay = config.train.get('ema_decay', 0.0)  # 0: no EMA.
+    self.teacher, teacher_variables = distill.load(config.train,
+                                                   self.data.class_names)
+    if self.teacher is not None:
+      teacher_variables = jax.device_put(teacher_variables, self.replicated)
+    self.teacher_variables = teacher_variables
+    self.groups = None
+    if any(phase.trainable != 'all' for phase in self.plan):
+      self.groups = models.parameter_groups(
+          self.model,
+          (1, self.spec.image_size, self.spec.image_size, self.spec.channels))
+    self.logits_fn = inference.make_logits_fn(self.model, self.spec)
+    self.metric = config.train.selection_metric
+    self.total_epochs = sum(phase.epochs for phase in self.plan)
+
+  def _make_step(self, phase: phases.Phase):
     """`phase`'s optimizer and jitted train step (compiled at first use)."""
-    trainable = (None if groups is None else
-                 phases.trainable_names(phase, groups, config.model.name))
-    optimizer = optim.create(phase.train, steps_per_epoch, trainable)
+    config = self.config
+    trainable = (None if self.groups is None else phases.trainable_names(
+        phase, self.groups, config.model.name))
+    optimizer = optim.create(phase.train, self.steps_per_epoch, trainable)
     train_step = jax.jit(
-        step.make_train_step(model, optimizer, spec, weights,
-                             config.train.label_smoothing,
-                             device_augment.from_config(config.data.augment),
-                             trainable=trainable,
-                             mixup_alpha=config.train.get('mixup_alpha', 0.0),
-                             cutmix_alpha=config.train.get('cutmix_alpha',
-                                                           0.0),
-                             ema_decay=ema_decay,
-                             label_mode=config.data.get('label_mode',
-                                                        'majority'),
-                             teacher=teacher),
+        step.make_train_step(
+            self.model, optimizer, self.spec, self.class_weights,
+            config.train.label_smoothing,
+            device_augment.from_config(config.data.augment),
+            trainable=trainable,
+            mixup_alpha=config.train.get('mixup_alpha', 0.0),
+            cutmix_alpha=config.train.get('cutmix_alpha', 0.0),
+            ema_decay=self.ema_decay,
+            label_mode=config.data.get('label_mode', 'majority'),
+            teacher=self.teacher),
         donate_argnums=0)
-    if teacher is not None:
+    if self.teacher is not None:
       train_step = functools.partial(train_step,
-                                     teacher_variables=teacher_variables)
+                                     teacher_variables=self.teacher_variables)
     if trainable is not None:
       logging.info('Phase %d trains %s of %s.', phase.number,
-                   ', '.join(n for n in groups.names if n in trainable),
+                   ', '.join(n for n in self.groups.names if n in trainable),
                    config.model.name)
     return optimizer, train_step
 
-  optimizer, train_step = setup(plan[0])
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  state = step.init_state(model, optimizer, spec, init_rng,
-                          ema=bool(ema_decay), sharding=replicated)
-  if config.model.get('init_from') and not resuming:
-    # The optimizer state depends on shapes only.
-    state = state.replace(**jax.device_put(dict(zip(
-        ('params', 'batch_stats'), warm_start.load(
-            config, state.params, state.batch_stats))),
-        replicated)).with_fresh_ema()
-    if main:
-      run.write_json(rundir.INIT_FROM, warm_start.record(config))
-  num_params = models.count_params(state.params)
-  logging.info('Model %s: %s parameters; %d steps of %d images per epoch on '
-               '%d %s device(s).', config.model.name, f'{num_params:,}',
-               steps_per_epoch, global_batch, num_devices,
-               jax.default_backend())
-  logits_fn = inference.make_logits_fn(model, spec)
-  mflops = inference.forward_mflops(
-      logits_fn, multihost.local(state.model_variables),
-      train_split.images[:1])
-  print(f'{config.model.name}: {num_params:,} parameters, {mflops:,.1f} '
-        'MFLOPs per image', flush=True)
-  batches = iter(pipeline.train_dataset(
-      train_split, batch_size=global_batch // jax.process_count(),
-      seed=config.seed,
-      augment_config=(config.data.augment if device_augment.where(
-          config.data.augment) == 'host' else None),
-      num_workers=config.data.num_workers,
-      process_index=jax.process_index(), process_count=jax.process_count()))
+  def _init_opt_state(self, optimizer, params):
+    return jax.jit(optimizer.init, out_shardings=self.replicated)(params)
 
-  # ---------------------------------------------------------------- Resume.
-  plateau = optim.ReduceOnPlateau(plan[0].train.plateau_factor,
-                                  plan[0].train.plateau_patience)
-  # `epoch` counts over all phases; `phase_epoch` within `phase` (from 1).
-  loop = {'epoch': 0, 'phase': 1, 'phase_epoch': 0, 'best_value': None,
-          'best_epoch': 0, 'epochs_without_improvement': 0,
-          'stopped_early': False, 'plateau': plateau.to_json(),
-          'partial_epoch': None}
+  def _initial_state(self, optimizer, init_rng) -> step.TrainState:
+    """A fresh state, from config.model.init_from's weights where given."""
+    config = self.config
+    state = step.init_state(self.model, optimizer, self.spec, init_rng,
+                            ema=bool(self.ema_decay), sharding=self.replicated)
+    if config.model.get('init_from') and not self.resuming:
+      # The optimizer state depends on shapes only.
+      state = state.replace(**jax.device_put(dict(zip(
+          ('params', 'batch_stats'), warm_start.load(
+              config, state.params, state.batch_stats))),
+          self.replicated)).with_fresh_ema()
+      if self.main:
+        self.run.write_json(rundir.INIT_FROM, warm_start.record(config))
+    num_params = models.count_params(state.params)
+    logging.info('Model %s: %s parameters; %d steps of %d images per epoch '
+                 'on %d %s device(s).', config.model.name, f'{num_params:,}',
+                 self.steps_per_epoch, self.global_batch, self.num_devices,
+                 jax.default_backend())
+    mflops = inference.forward_mflops(
+        self.logits_fn, multihost.local(state.model_variables),
+        self.data.splits['train'].images[:1])
+    print(f'{config.model.name}: {num_params:,} parameters, {mflops:,.1f} '
+          'MFLOPs per image', flush=True)
+    return state
 
-  def init_opt_state(optimizer, params):
-    return jax.jit(optimizer.init, out_shardings=replicated)(params)
-
-  if resuming:
-    if len(plan) > 1:
+  def _resume(self):
+    """Restores the state, the data iterator and `loop` from the latest
+    checkpoint."""
+    run, state = self.run, self.state
+    if len(self.plan) > 1:
       # The checkpoint's phase decides the layout of its optimizer state.
       number = run.restore('latest', model=state.model_variables)[
           'loop'].get('phase', 1)
-      if 1 < number <= len(plan):
-        optimizer, train_step = setup(plan[number - 1])
+      if 1 < number <= len(self.plan):
+        optimizer, self.train_step = self._make_step(self.plan[number - 1])
         state = state.replace(
-            opt_state=init_opt_state(optimizer, state.params))
+            opt_state=self._init_opt_state(optimizer, state.params))
     with_ema = (state.ema is not None
                 and run.has_item('latest', run.latest_step(), 'ema'))
     restored = run.restore('latest', model=state.model_variables,
@@ -249,167 +246,223 @@ def train(config: ml_collections.ConfigDict,
     state = step.TrainState(params=restored['model']['params'],
                             batch_stats=restored['model']['batch_stats'],
                             ema=restored.get('ema'), **restored['optimizer'])
-    if ema_decay and not with_ema:
+    if self.ema_decay and not with_ema:
       logging.warning('The latest checkpoint has no EMA of the weights: it '
                       'starts at the restored ones.')
       state = state.replace(ema={}).with_fresh_ema()
-    batches.set_state(restored['data'])
-    loop = {'phase': 1, 'phase_epoch': restored['loop']['epoch'],
-            **restored['loop']}
-    plateau = optim.ReduceOnPlateau(**loop['plateau'])
+    self.state = state
+    self.batches.set_state(restored['data'])
+    self.loop = {'phase': 1, 'phase_epoch': restored['loop']['epoch'],
+                 **restored['loop']}
+    self.plateau = optim.ReduceOnPlateau(**self.loop['plateau'])
     logging.info('Resumed %s at step %d (epoch %d done).', run.path,
-                 restored['step'], loop['epoch'])
-  writer = None
-  if main:
-    run.truncate_metrics(loop['epoch'])
-    writer = epoch_metrics.summary_writer(run.file(rundir.TENSORBOARD),
-                                          purge_step=loop['epoch'] + 1)
+                 restored['step'], self.loop['epoch'])
 
-  def save_latest(data_state, partial_epoch):
-    loop['partial_epoch'] = partial_epoch
-    run.save('latest', int(state.step), model=state.model_variables,
-             loop=loop, optimizer={'step': state.step,
-                                   'opt_state': state.opt_state},
-             data_state=data_state, ema=state.ema)
+  def _save_latest(self, data_state, partial_epoch):
+    self.loop['partial_epoch'] = partial_epoch
+    state = self.state
+    self.run.save('latest', int(state.step), model=state.model_variables,
+                  loop=self.loop, optimizer={'step': state.step,
+                                             'opt_state': state.opt_state},
+                  data_state=data_state, ema=state.ema)
 
-  def next_phase(state: step.TrainState):
+  def _next_phase(self):
     """Starts the phase after loop['phase'] from that phase's best state,
     with a fresh optimizer, schedule and early-stopping counters."""
-    run.wait_until_finished()
+    self.run.wait_until_finished()
     # With EMA: the best EMA weights, where the EMA restarts too.
-    best = run.restore('best', model=state.model_variables)['model']
-    phase = plan[loop['phase']]
-    optimizer, train_step = setup(phase)
+    best = self.run.restore('best', model=self.state.model_variables)['model']
+    phase = self.plan[self.loop['phase']]
+    optimizer, self.train_step = self._make_step(phase)
     # The step count goes on: checkpoints and dropout keys stay unique.
-    state = state.replace(params=best['params'],
-                          batch_stats=best['batch_stats'],
-                          opt_state=init_opt_state(optimizer, best['params'])
-                          ).with_fresh_ema()
-    plateau = optim.ReduceOnPlateau(phase.train.plateau_factor,
-                                    phase.train.plateau_patience)
+    self.state = self.state.replace(
+        params=best['params'], batch_stats=best['batch_stats'],
+        opt_state=self._init_opt_state(optimizer, best['params'])
+    ).with_fresh_ema()
+    self.plateau = optim.ReduceOnPlateau(phase.train.plateau_factor,
+                                         phase.train.plateau_patience)
     logging.info('Phase %d/%d (%s, %d epochs) starts from the best state of '
-                 'phase %d (epoch %d).', phase.number, len(plan),
-                 phase.trainable, phase.epochs, loop['phase'],
-                 loop['best_epoch'])
-    loop.update(phase=phase.number, phase_epoch=0, best_value=None,
-                epochs_without_improvement=0, stopped_early=False,
-                plateau=plateau.to_json(), partial_epoch=None)
-    return state, train_step, plateau
+                 'phase %d (epoch %d).', phase.number, len(self.plan),
+                 phase.trainable, phase.epochs, self.loop['phase'],
+                 self.loop['best_epoch'])
+    self.loop.update(phase=phase.number, phase_epoch=0, best_value=None,
+                     epochs_without_improvement=0, stopped_early=False,
+                     plateau=self.plateau.to_json(), partial_epoch=None)
 
-  def phase_done(phase: phases.Phase) -> bool:
-    return loop['stopped_early'] or loop['phase_epoch'] >= phase.epochs
+  def _phase_done(self, phase: phases.Phase) -> bool:
+    return self.loop['stopped_early'] or self.loop['phase_epoch'] >= (
+        phase.epochs)
 
-  # ----------------------------------------------------------------- Epochs.
-  metric = config.train.selection_metric
-  every = config.train.checkpoint_every_steps
-  total_epochs = sum(phase.epochs for phase in plan)
-  with _StopSignals() as stop:
-    while True:
-      phase = plan[loop['phase'] - 1]
-      if phase_done(phase):
-        if loop['phase'] >= len(plan):
-          break
-        # Only on resuming a checkpoint saved before phases took over.
-        state, train_step, plateau = next_phase(state)
-        continue
-      epoch = loop['epoch'] + 1
-      partial = loop['partial_epoch'] or epoch_metrics.PartialEpoch.EMPTY
-      done = len(partial['losses'])
-      start = time.perf_counter()
-      progress = tqdm.tqdm(
-          total=steps_per_epoch * global_batch, initial=done * global_batch,
-          unit='img', desc=f'epoch {epoch}/{total_epochs}' + (
-              f' (phase {phase.number}/{len(plan)})' if len(plan) > 1
-              else ''),
-          leave=False, mininterval=1 if sys.stderr.isatty() else 30,
-          disable=jax.process_index() != 0)
-      step_metrics = []
-      data_state = None
-      for i, (batch, data_state) in enumerate(pipeline.to_device(
-          batches, steps_per_epoch - done, batch_sharding,
-          config.data.prefetch_batches), start=done + 1):
-        state, results = train_step(state, batch, dropout_rng)
-        step_metrics.append(results)
-        progress.update(global_batch)
-        if i % config.train.log_every_steps == 0:
-          progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
-        if memory_kept:
-          cpu_memory.after_step(i - done, keep_memory_steps, results)
-        if i < steps_per_epoch and (stop.signal or (every and i % every == 0)):
-          partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics,
-                                                      start)
-          step_metrics, start = [], time.perf_counter()
-          epoch_metrics.check_losses(partial, epoch, steps_per_epoch, run)
-          save_latest(data_state, partial)
-          if stop.signal:
-            run.wait_until_finished()
-            raise Interrupted(
-                f'Stopped by {signal.Signals(stop.signal).name} in epoch '
-                f'{epoch} at step {int(state.step)}; a checkpoint is saved: '
-                'run the same command again to resume.', stop.signal)
-      progress.close()
-      partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics,
-                                                  start)
-      epoch_metrics.check_losses(partial, epoch, steps_per_epoch, run)
+  def _train_epoch(self, epoch: int, phase: phases.Phase, stop: _StopSignals):
+    """The epoch's steps (from where a partial epoch left off): its
+    PartialEpoch record and the data iterator's state after it."""
+    every = self.config.train.checkpoint_every_steps
+    steps, batch = self.steps_per_epoch, self.global_batch
+    partial = self.loop['partial_epoch'] or epoch_metrics.PartialEpoch.EMPTY
+    done = len(partial['losses'])
+    start = time.perf_counter()
+    progress = tqdm.tqdm(
+        total=steps * batch, initial=done * batch, unit='img',
+        desc=f'epoch {epoch}/{self.total_epochs}' + (
+            f' (phase {phase.number}/{len(self.plan)})'
+            if len(self.plan) > 1 else ''),
+        leave=False, mininterval=1 if sys.stderr.isatty() else 30,
+        disable=not self.main)
+    step_metrics = []
+    data_state = None
+    for i, (images_and_labels, data_state) in enumerate(pipeline.to_device(
+        self.batches, steps - done, self.batch_sharding,
+        self.config.data.prefetch_batches), start=done + 1):
+      self.state, results = self.train_step(self.state, images_and_labels,
+                                            self.dropout_rng)
+      step_metrics.append(results)
+      progress.update(batch)
+      if i % self.config.train.log_every_steps == 0:
+        progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
+      if self.memory_kept:
+        cpu_memory.after_step(i - done, self.keep_memory_steps, results)
+      if i < steps and (stop.signal or (every and i % every == 0)):
+        partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics,
+                                                    start)
+        step_metrics, start = [], time.perf_counter()
+        epoch_metrics.check_losses(partial, epoch, steps, self.run)
+        self._save_latest(data_state, partial)
+        if stop.signal:
+          self.run.wait_until_finished()
+          raise Interrupted(
+              f'Stopped by {signal.Signals(stop.signal).name} in epoch '
+              f'{epoch} at step {int(self.state.step)}; a checkpoint is '
+              'saved: run the same command again to resume.', stop.signal)
+    progress.close()
+    partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics, start)
+    epoch_metrics.check_losses(partial, epoch, steps, self.run)
+    return partial, data_state
 
-      val_split = data.splits['val']
-      # Every process evaluates the whole split alone (no collectives).
-      val = inference.evaluate(
-          logits_fn, multihost.local(state.eval_variables), val_split.images,
-          val_split.labels, data.class_names, config.train.eval_batch_size)
-      record = epoch_metrics.epoch_record(
-          epoch, phase.number, state, partial, val, data.class_names,
-          steps_per_epoch * global_batch)
-      if metric not in record:
-        raise UserError(f'config.train.selection_metric={metric!r} is not '
-                        f'logged; choose one of {sorted(record)}.')
-      record = multihost.from_process_0(record)
-      if main:
-        run.append_metrics(record)
-        for key, value in record.items():
-          if key not in ('epoch', 'step', 'phase'):
-            writer.add_scalar(key, value, epoch)
-        writer.flush()
-      epoch_metrics.log_epoch(
-          record, total_epochs,
-          f' (phase {phase.number})' if len(plan) > 1 else '')
+  def _validate(self, epoch: int, phase: phases.Phase, partial) -> dict:
+    """The epoch's record (train and PublicTest metrics), logged and, by
+    process 0, written to metrics.jsonl and TensorBoard."""
+    val_split = self.data.splits['val']
+    # Every process evaluates the whole split alone (no collectives).
+    val = inference.evaluate(
+        self.logits_fn, multihost.local(self.state.eval_variables),
+        val_split.images, val_split.labels, self.data.class_names,
+        self.config.train.eval_batch_size)
+    record = epoch_metrics.epoch_record(
+        epoch, phase.number, self.state, partial, val, self.data.class_names,
+        self.steps_per_epoch * self.global_batch)
+    if self.metric not in record:
+      raise UserError(f'config.train.selection_metric={self.metric!r} is not '
+                      f'logged; choose one of {sorted(record)}.')
+    record = multihost.from_process_0(record)
+    if self.main:
+      self.run.append_metrics(record)
+      for key, value in record.items():
+        if key not in ('epoch', 'step', 'phase'):
+          self.writer.add_scalar(key, value, epoch)
+      self.writer.flush()
+    epoch_metrics.log_epoch(
+        record, self.total_epochs,
+        f' (phase {phase.number})' if len(self.plan) > 1 else '')
+    return record
 
-      if phase.train.schedule == 'plateau':
-        factor = plateau.scale(record['val/loss'])
-        if factor != 1.0:
-          learning_rate = record['learning_rate'] * factor
-          # A strongly typed float32, as in the state: no recompilation.
-          state.opt_state.hyperparams['learning_rate'] = jax.device_put(
-              np.float32(learning_rate), replicated)
-          logging.info('Validation loss plateaued: learning rate -> %.2g.',
-                       learning_rate)
-      loop['epoch'] = epoch
-      loop['phase_epoch'] += 1
-      loop['plateau'] = plateau.to_json()
-      # Best checkpoint and early stopping are per phase.
-      if _improved(record[metric], loop['best_value'], metric):
-        loop.update(best_value=record[metric], best_epoch=epoch,
-                    epochs_without_improvement=0, partial_epoch=None)
-        run.save('best', int(state.step), model=state.eval_variables,
-                 loop=loop)
-      else:
-        loop['epochs_without_improvement'] += 1
-      patience = phase.train.early_stopping_patience
-      loop['stopped_early'] = bool(
-          patience and loop['epochs_without_improvement'] >= patience
-          and loop['phase_epoch'] < phase.epochs)
-      if loop['stopped_early']:
-        logging.info('Early stopping%s: no better %s for %d epochs.',
-                     f' of phase {phase.number}' if len(plan) > 1 else '',
-                     metric, patience)
-      if phase_done(phase) and loop['phase'] < len(plan):
-        # The latest checkpoint then holds the next phase's start.
-        state, train_step, plateau = next_phase(state)
-      save_latest(data_state, None)
+  def _end_epoch(self, epoch: int, phase: phases.Phase, record: dict):
+    """The plateau schedule, the best checkpoint and early stopping (the
+    last two per phase) after `record`."""
+    loop = self.loop
+    if phase.train.schedule == 'plateau':
+      factor = self.plateau.scale(record['val/loss'])
+      if factor != 1.0:
+        learning_rate = record['learning_rate'] * factor
+        # A strongly typed float32, as in the state: no recompilation.
+        self.state.opt_state.hyperparams['learning_rate'] = jax.device_put(
+            np.float32(learning_rate), self.replicated)
+        logging.info('Validation loss plateaued: learning rate -> %.2g.',
+                     learning_rate)
+    loop['epoch'] = epoch
+    loop['phase_epoch'] += 1
+    loop['plateau'] = self.plateau.to_json()
+    if _improved(record[self.metric], loop['best_value'], self.metric):
+      loop.update(best_value=record[self.metric], best_epoch=epoch,
+                  epochs_without_improvement=0, partial_epoch=None)
+      self.run.save('best', int(self.state.step),
+                    model=self.state.eval_variables, loop=loop)
+    else:
+      loop['epochs_without_improvement'] += 1
+    patience = phase.train.early_stopping_patience
+    loop['stopped_early'] = bool(
+        patience and loop['epochs_without_improvement'] >= patience
+        and loop['phase_epoch'] < phase.epochs)
+    if loop['stopped_early']:
+      logging.info('Early stopping%s: no better %s for %d epochs.',
+                   f' of phase {phase.number}' if len(self.plan) > 1 else '',
+                   self.metric, patience)
 
-  if main:
-    writer.close()
-  run.wait_until_finished()
-  logging.info('Best %s %.4f at epoch %d.', metric, loop['best_value'],
-               loop['best_epoch'])
-  return run, data
+  def train(self):
+    """Trains to the plan's end, resuming from the latest checkpoint if the
+    run directory has one."""
+    config = self.config
+    optimizer, self.train_step = self._make_step(self.plan[0])
+    init_rng, self.dropout_rng = jax.random.split(jax.random.key(config.seed))
+    self.state = self._initial_state(optimizer, init_rng)
+    self.batches = iter(pipeline.train_dataset(
+        self.data.splits['train'],
+        batch_size=self.global_batch // jax.process_count(),
+        seed=config.seed,
+        augment_config=(config.data.augment if device_augment.where(
+            config.data.augment) == 'host' else None),
+        num_workers=config.data.num_workers,
+        process_index=jax.process_index(),
+        process_count=jax.process_count()))
+    self.plateau = optim.ReduceOnPlateau(
+        self.plan[0].train.plateau_factor, self.plan[0].train.plateau_patience)
+    # `epoch` counts over all phases; `phase_epoch` within `phase` (from 1).
+    self.loop = {'epoch': 0, 'phase': 1, 'phase_epoch': 0,
+                 'best_value': None, 'best_epoch': 0,
+                 'epochs_without_improvement': 0, 'stopped_early': False,
+                 'plateau': self.plateau.to_json(), 'partial_epoch': None}
+    if self.resuming:
+      self._resume()
+    self.writer = None
+    if self.main:
+      self.run.truncate_metrics(self.loop['epoch'])
+      self.writer = epoch_metrics.summary_writer(
+          self.run.file(rundir.TENSORBOARD),
+          purge_step=self.loop['epoch'] + 1)
+
+    with _StopSignals() as stop:
+      while True:
+        phase = self.plan[self.loop['phase'] - 1]
+        if self._phase_done(phase):
+          if self.loop['phase'] >= len(self.plan):
+            break
+          # Only on resuming a checkpoint saved before phases took over.
+          self._next_phase()
+          continue
+        epoch = self.loop['epoch'] + 1
+        partial, data_state = self._train_epoch(epoch, phase, stop)
+        record = self._validate(epoch, phase, partial)
+        self._end_epoch(epoch, phase, record)
+        if self._phase_done(phase) and self.loop['phase'] < len(self.plan):
+          # The latest checkpoint then holds the next phase's start.
+          self._next_phase()
+        self._save_latest(data_state, None)
+
+    if self.main:
+      self.writer.close()
+    self.run.wait_until_finished()
+    logging.info('Best %s %.4f at epoch %d.', self.metric,
+                 self.loop['best_value'], self.loop['best_epoch'])
+
+
+def train(config: ml_collections.ConfigDict,
+          workdir: str) -> tuple[rundir.RunDir, sources.FerData]:
+  """Trains (or resumes) a run in `workdir`; returns it and its data.
+
+  With several processes (config.distributed), each runs this with the same
+  config: each reads its share of every global batch, evaluates the whole
+  validation split itself, and saves its part of the checkpoints; process 0
+  alone writes the other files (config, metrics, TensorBoard).
+  """
+  trainer = _Trainer(config, workdir)
+  trainer.train()
+  return trainer.run, trainer.data
