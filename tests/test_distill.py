@@ -206,6 +206,15 @@ def test_a_run_starts_from_another_runs_best_checkpoint(
   total = len(jax.tree.leaves(source.variables))
   assert (f'Loaded {total} of {total} arrays from {teacher_dir}; these keep '
           'their initialisation: none.') in caplog.text
+  # Its seed over as many faces: the stream of batches the source trained on.
+  assert (f'{teacher_dir} trained with seed 0 on as many images: the first '
+          'epochs of this run repeat its faces') in caplog.text
+  train_images = len(data.splits['train'])
+  assert warm_start.replays_data_stream(config, train_images)
+  assert not warm_start.replays_data_stream(config, train_images - 1)
+  other_seed = config.copy_and_resolve_references()
+  other_seed.seed = 1
+  assert not warm_start.replays_data_stream(other_seed, train_images)
 
   # Provenance: init_from.json names the source checkpoint by its sha256; a
   # run continued from this one records the chain; a release keeps it and

@@ -212,6 +212,13 @@ class _Trainer:
           self.replicated)).with_fresh_ema()
       if self.main:
         self.run.write_json(rundir.INIT_FROM, warm_start.record(config))
+      if warm_start.replays_data_stream(config,
+                                        len(self.data.splits['train'])):
+        logging.warning(
+            '%s trained with seed %d on as many images: the first epochs of '
+            'this run repeat its faces, in the same order with the same '
+            'augmentation. For new ones, set --config.seed to another value.',
+            config.model.init_from, config.seed)
     num_params = models.count_params(state.params)
     logging.info('Model %s: %s parameters; %d steps of %d images per epoch '
                  'on %d %s device(s).', config.model.name, f'{num_params:,}',

@@ -66,6 +66,24 @@ def load(config: ml_collections.ConfigDict, params, batch_stats) -> tuple:
                        path)
 
 
+def replays_data_stream(config: ml_collections.ConfigDict,
+                        train_images: int) -> bool:
+  """Whether init_from is a run that trained on the stream of batches this
+  run starts with: one of the same seed over as many training images,
+  which fix the stream (fer_jax.data.pipeline), so that this run's first
+  epochs show the faces the source saw in its first, in the same order with
+  the same augmentation."""
+  path = config.model.get('init_from', '')
+  if not path or not rundir.is_run_directory(path):
+    return False
+  source = rundir.RunDir(path, create=False)
+  if not os.path.isfile(source.file(rundir.DATASET)):
+    return False
+  return (source.load_config().seed == config.seed
+          and source.read_json(rundir.DATASET)['split_sizes']['train']
+          == train_images)
+
+
 def record(config: ml_collections.ConfigDict) -> dict:
   """What a run started from, for its init_from.json: the weights' path and
   sha256 and, for a run directory, what that run itself started from (so a
