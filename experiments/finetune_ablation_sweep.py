@@ -11,8 +11,13 @@ fer_jax/pretrained, trained 2 more epochs. It measures what a technique
 does to a model that is already trained, in 900 steps, not what it does to
 a long schedule from scratch, where the regularisers (label smoothing,
 erasing, mixup, cutmix) are expected to pay off late; read it as that.
-`seed=1` repeats the base with another data order, augmentation and
-dropout: the spread that the other runs' differences are read against.
+The runs keep seed 0, the shipped model's (every stage of it trained with
+seed 0 on the same faces), so their batches are the ones it saw in the
+first epochs of each stage, in the same order with the same augmentation
+(README, Starting from a trained run); `seed=1` repeats the base on a new
+stream: the difference that the others are read against, seed noise and
+the replay together. Erasing, mixup and cutmix change the replayed images
+as well as the training.
 
 Base: the shipped model (its sha256 in each run's init_from.json), Adam
 3e-4 on a cosine over the 2 epochs without warm-up, no EMA, no early
