@@ -345,7 +345,7 @@ class _Trainer:
     epoch_metrics.check_losses(partial, epoch, steps, self.run)
     return partial, data_state
 
-  def _validate(self, epoch: int, phase: phases.Phase, partial) -> dict:
+  def _epoch_record(self, epoch: int, phase: phases.Phase, partial) -> dict:
     """The epoch's record (train and PublicTest metrics), logged and, by
     process 0, written to metrics.jsonl and TensorBoard."""
     val_split = self.data.splits['val']
@@ -447,7 +447,7 @@ class _Trainer:
           continue
         epoch = self.loop['epoch'] + 1
         partial, data_state = self._train_epoch(epoch, phase, stop)
-        record = self._validate(epoch, phase, partial)
+        record = self._epoch_record(epoch, phase, partial)
         self._end_epoch(epoch, phase, record)
         if self._phase_done(phase) and self.loop['phase'] < len(self.plan):
           # The latest checkpoint then holds the next phase's start.
