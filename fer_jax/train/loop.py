@@ -155,11 +155,11 @@ class _Trainer:
         train_split.labels, self.data.num_classes, config.train.class_weights)
     self.plan = phases.parse(config.train)
     self.ema_decay = config.train.get('ema_decay', 0.0)  # 0: no EMA.
-    self.teacher, teacher_variables = distill.load(config.train,
-                                                   self.data.class_names)
+    self.teacher, self.teacher_variables = distill.load(
+        config.train, self.data.class_names)
     if self.teacher is not None:
-      teacher_variables = jax.device_put(teacher_variables, self.replicated)
-    self.teacher_variables = teacher_variables
+      self.teacher_variables = jax.device_put(self.teacher_variables,
+                                              self.replicated)
     self.groups = None
     if any(phase.trainable != 'all' for phase in self.plan):
       self.groups = models.parameter_groups(

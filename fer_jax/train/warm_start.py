@@ -77,8 +77,6 @@ def replays_data_stream(config: ml_collections.ConfigDict,
   if not path or not rundir.is_run_directory(path):
     return False
   source = rundir.RunDir(path, create=False)
-  if not os.path.isfile(source.file(rundir.DATASET)):
-    return False
   return (source.load_config().seed == config.seed
           and source.read_json(rundir.DATASET)['split_sizes']['train']
           == train_images)
