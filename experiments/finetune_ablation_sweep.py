@@ -11,13 +11,15 @@ fer_jax/pretrained, trained 2 more epochs. It measures what a technique
 does to a model that is already trained, in 900 steps, not what it does to
 a long schedule from scratch, where the regularisers (label smoothing,
 erasing, mixup, cutmix) are expected to pay off late; read it as that.
-The runs keep seed 0, the shipped model's (every stage of it trained with
-seed 0 on the same faces), so their batches are the ones it saw in the
-first epochs of each stage, in the same order with the same augmentation
-(README, Starting from a trained run); `seed=1` repeats the base on a new
-stream: the difference that the others are read against, seed noise and
-the replay together. Erasing, mixup and cutmix change the replayed images
-as well as the training.
+The runs keep seed 0. At 6d86402, where experiments/RESULTS.md measured
+them, every stage of the shipped model had trained with seed 0 on the
+same faces, so their batches were the ones it saw in the first epochs of
+each stage, in the same order with the same augmentation (README, Starting
+from a trained run), and `seed=1` repeated the base on a new stream: the
+difference that the others are read against, seed noise and the replay
+together. The model shipped since trained its last stage on seed 1, so
+from it the roles swap (the run that replays warns). Erasing, mixup and
+cutmix change the replayed images as well as the training.
 
 Base: the shipped model (its sha256 in each run's init_from.json), Adam
 3e-4 on a cosine over the 2 epochs without warm-up, no EMA, no early
