@@ -461,23 +461,7 @@ def _commit() -> str:
   return done.stdout.strip() + ('+changes' if dirty.stdout.strip() else '')
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.child:
-    result = (_bench_torch() if FLAGS.child == 'torch'
-              else _bench_jax(FLAGS.child.split(':', 1)[1]))
-    print(RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
-    return
-
-  results = [_run_child(f'jax:{model}') for model in FLAGS.model]
-  torch_note = ''
-  if FLAGS.torch and 'resnet_small' in FLAGS.model:
-    if importlib.util.find_spec('torch') is None:
-      torch_note = ('torch is not installed (pip install -e ".[torch]"); '
-                    'no reference.')
-    else:
-      results.append(_run_child('torch'))
+def _print_header(data: str) -> None:
   print(f'\ncommand: python experiments/bench_train.py '
         f'{" ".join(sys.argv[1:])}')
   # Both frameworks' children inherit a preloaded malloc (e.g. tcmalloc),
@@ -488,14 +472,45 @@ def main(argv):
   print(f'commit {_commit()}; host {_cpu_name()}, {os.cpu_count()} CPUs; '
         f'{"LD_PRELOAD " + preloaded + "; " if preloaded else ""}'
         f'batch {FLAGS.batch_size}, {FLAGS.steps} timed steps after '
-        f'{FLAGS.warmup}; data {results[0].data}')
+        f'{FLAGS.warmup}; data {data}')
   print('| framework | model | params | device | step img/s | loop img/s '
         '| first step s | peak host MB |')
-  print('|---|---|---|---|---|---|---|---|')
-  for r in results:
-    print(f'| {r.framework} | {r.model} | {r.params:,} | {r.device} | '
-          f'{r.step_images_per_s:,.0f} | {r.loop_images_per_s:,.0f} | '
-          f'{r.compile_s:.1f} | {r.peak_host_mb:,.0f} |')
+  print('|---|---|---|---|---|---|---|---|', flush=True)
+
+
+def _print_row(r: Result) -> None:
+  print(f'| {r.framework} | {r.model} | {r.params:,} | {r.device} | '
+        f'{r.step_images_per_s:,.0f} | {r.loop_images_per_s:,.0f} | '
+        f'{r.compile_s:.1f} | {r.peak_host_mb:,.0f} |', flush=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.child:
+    result = (_bench_torch() if FLAGS.child == 'torch'
+              else _bench_jax(FLAGS.child.split(':', 1)[1]))
+    print(RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
+    return
+
+  children = [f'jax:{model}' for model in FLAGS.model]
+  torch_note = ''
+  if FLAGS.torch and 'resnet_small' in FLAGS.model:
+    if importlib.util.find_spec('torch') is None:
+      torch_note = ('torch is not installed (pip install -e ".[torch]"); '
+                    'no reference.')
+    else:
+      # Right after JAX's resnet_small, so that the ratio comes before the
+      # other models.
+      children.insert(children.index('jax:resnet_small') + 1, 'torch')
+  # Each row as soon as it is measured: a caller's timeout (the device
+  # session's) keeps the rows before it.
+  results = []
+  for child in children:
+    results.append(_run_child(child))
+    if len(results) == 1:
+      _print_header(results[0].data)
+    _print_row(results[-1])
   if torch_note:
     print(torch_note)
   rates = {r.framework: r.step_images_per_s for r in results
