@@ -14,7 +14,7 @@ cross-entropy to the vote distribution (the best of the four modes in
 experiments/ferplus_modes_sweep.py), Adam 1e-3 with one warm-up epoch for
 the fresh moments, then a cosine over 10 epochs, EMA of the weights; no
 early stopping, as the cosine's end is where it peaks. configs/
-resnet_small.py's model and augmentation. About 80 minutes on a 2-core CPU.
+resnet_small.py's model and augmentation. 50 to 80 minutes on a 2-core CPU.
 """
 
 import os
