@@ -8,13 +8,15 @@ import jax.numpy as jnp
 
 from fer_jax.errors import UserError
 from fer_jax.models import mobilenet_v2, mobilenetv2_small, resnet
-from fer_jax.models import resnet_small, vgg
+from fer_jax.models import resnet_small, vgg, vgg_fer
 from fer_jax.models import shufflenet_v2
 from fer_jax.models import swin
 
 MODELS: dict[str, type[nn.Module]] = {
     'mobilenetv2_small': mobilenetv2_small.MobileNetV2Small,
     'resnet_small': resnet_small.ResNetSmall,
+    # From scratch at 48x48 (Khaireddin & Chen's VGGNet).
+    'vgg_fer': vgg_fer.VGGFer,
     # Ports of torchvision's ImageNet models (fer_jax.convert loads weights).
     'mobilenet_v2': mobilenet_v2.MobileNetV2,
     'resnet18': resnet.ResNet18,
