@@ -15,12 +15,13 @@ and `plateau` change the optimizer or the schedule instead, and `all`
 stacks every addition. The values are the usual ones of the papers that
 introduced them, not tuned here: tuning belongs on PublicTest, one knob at
 a time, from this table. Distillation needs a trained teacher, so it is a
-second command over the same base (e.g. from the best large model):
+second command over the same base (e.g. from the best large model,
+experiments/large_model_sweep.py's):
 
   python -m fer_jax.main --config=experiments/accuracy_ablation_sweep.py \
       --workdir=runs/accuracy_ablation/distill \
       --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz \
-      --config.train.distill_from=runs/vgg16
+      --config.train.distill_from=runs/large_model/seed=0
 """
 
 import os

@@ -26,10 +26,11 @@
 #   python experiments/results_entry.py ...   # RESULTS.md entries
 #
 # Settings (environment): BUDGET_S (seconds from the start, 520); SWEEPS
-# (sweep files, all trained at once; default the accuracy ablation and the
-# FER+ modes: 13 runs; a file named ferplus* gets the FER+ votes); EPOCHS (of
-# every run; 'auto': as many as the budget allows at the measured speed, at
-# most MAX_EPOCHS=100); BENCH (1: measure throughput first; 0: skip it, for
+# (sweep files, all trained at once; default the accuracy ablation, the
+# large model's two seeds and the FER+ modes: 15 runs, the two vgg_fer runs
+# at 1.8x a resnet_small's FLOPs counted as one each; a file named ferplus*
+# gets the FER+ votes); EPOCHS (of every run; 'auto': as many as the
+# budget allows at the measured speed, at most MAX_EPOCHS=100); BENCH (1: measure throughput first; 0: skip it, for
 # a rerun with EPOCHS set); BENCH_STEPS (300 at batch 64, a third of that at
 # 1024); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
 # directory with fer2013.csv and fer2013new.csv, instead of unpacking
@@ -40,7 +41,7 @@
 
 set -uo pipefail
 BUDGET_S=${BUDGET_S:-520}
-SWEEPS=${SWEEPS:-experiments/accuracy_ablation_sweep.py experiments/ferplus_modes_sweep.py}
+SWEEPS=${SWEEPS:-experiments/accuracy_ablation_sweep.py experiments/large_model_sweep.py experiments/ferplus_modes_sweep.py}
 EPOCHS=${EPOCHS:-auto}
 MAX_EPOCHS=${MAX_EPOCHS:-100}
 BENCH=${BENCH:-1}

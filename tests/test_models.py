@@ -47,7 +47,8 @@ def test_resnet_small_outputs_logits_and_pre_logits():
   assert pre_logits.shape == (3, 128)
 
 
-@pytest.mark.parametrize('name', ['resnet_small', 'mobilenetv2_small'])
+@pytest.mark.parametrize('name', ['resnet_small', 'mobilenetv2_small',
+                                  'vgg_fer'])
 def test_dropout_is_active_only_in_training(name):
   model = models.create(name, 7, dropout=0.5)
   variables = _init(model)
@@ -89,26 +90,54 @@ def test_mobilenetv2_small_outputs_logits_and_pre_logits(train):
   assert pre_logits.shape == (3, 128)
 
 
-def test_mobilenetv2_small_config_lists_every_setting():
+@pytest.mark.parametrize('config_name', ['mobilenetv2_small', 'vgg_fer'])
+def test_config_lists_every_setting_at_the_model_defaults(config_name):
   config = sweeps.load_config(os.path.join(ROOT, 'configs',
-                                           'mobilenetv2_small.py'))
+                                           f'{config_name}.py'))
   settings = rundir.as_json(config)['model']  # As a run reads it back.
   name = settings.pop('name')
   assert settings.pop('init_from') == ''  # The run's, not a model field.
   fields = {f.name for f in dataclasses.fields(models.MODELS[name])}
   assert set(settings) == fields - {'num_classes', 'parent', 'name', 'dtype'}
-  variables = _init(models.create(name, 7, **settings))
-  assert models.count_params(variables['params']) == models.count_params(
-      _init(models.create(name, 7))['params'])
+  shape = (1, 48, 48, 1)
+  configured = models.variable_shapes(models.create(name, 7, **settings),
+                                      shape)
+  default = models.variable_shapes(models.create(name, 7), shape)
+  assert jax.tree.map(lambda x: x.shape, configured) == jax.tree.map(
+      lambda x: x.shape, default)
 
 
-def test_mobilenetv2_small_trains():
-  # Narrow, so that it is quick on a CPU; every kind of block is still there.
-  model = models.create('mobilenetv2_small', 7, stem_features=8,
-                        stages=((1, 8, 1, 1), (6, 16, 1, 2), (6, 16, 2, 2)),
-                        head_features=32, dropout=0.0)
+def test_vgg_fer_matches_khaireddin_and_chen():
+  """Their VGGNet's layers at 48x48 (the docstring's parameter count): four
+  stages of two 3x3 convolutions, two 4096-unit dense layers."""
+  model = models.create('vgg_fer', 7)
+  shapes = models.variable_shapes(model, (1, 48, 48, 1))['params']
+  assert models.count_params(shapes) == 40_374_599
+  kernels = [shapes[f'Conv_{i}']['kernel'].shape for i in range(8)]
+  assert [k[-1] for k in kernels] == [64, 64, 128, 128, 256, 256, 512, 512]
+  assert all(k[:2] == (3, 3) for k in kernels)
+  assert shapes['Dense_0']['kernel'].shape == (3 * 3 * 512, 4096)
+  assert shapes['Dense_2']['kernel'].shape == (4096, 7)
+
+
+def test_vgg_fer_outputs_logits_and_pre_logits_and_trains():
+  # Narrow, so that it is quick on a CPU; the same layers in the same order.
+  model = models.create('vgg_fer', 7, stage_features=(8, 8, 16, 16),
+                        hidden_units=(32, 32), dropout=0.0)
+  variables = _init(model)
+  logits, state = _apply(model, mutable=['intermediates'])(
+      variables, jnp.ones((3, 48, 48, 1)))
+  assert logits.shape == (3, 7) and logits.dtype == jnp.float32
+  (pre_logits,) = state['intermediates']['pre_logits']
+  assert pre_logits.shape == (3, 32)
+  _assert_fits_a_batch(model, optimizer='sgd', nesterov=True,
+                       learning_rate=0.05)
+
+
+def _assert_fits_a_batch(model, **train_settings):
+  """15 steps on one synthetic batch cut the loss by 30%."""
   train_config = default_config().train
-  train_config.update(learning_rate=1e-2, schedule='constant')
+  train_config.update(schedule='constant', **train_settings)
   optimizer = optim.create(train_config, steps_per_epoch=10)
   state = step.init_state(model, optimizer, SPEC, jax.random.key(0))
   train_step = jax.jit(step.make_train_step(model, optimizer, SPEC,
@@ -121,6 +150,14 @@ def test_mobilenetv2_small_trains():
     state, metrics = train_step(state, batch, jax.random.key(1))
     losses.append(float(metrics['loss']))
   assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_mobilenetv2_small_trains():
+  # Narrow, so that it is quick on a CPU; every kind of block is still there.
+  model = models.create('mobilenetv2_small', 7, stem_features=8,
+                        stages=((1, 8, 1, 1), (6, 16, 1, 2), (6, 16, 2, 2)),
+                        head_features=32, dropout=0.0)
+  _assert_fits_a_batch(model, learning_rate=1e-2)
 
 
 def test_mobilenetv2_small_computes_in_bfloat16_with_float32_params():

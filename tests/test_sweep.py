@@ -62,6 +62,7 @@ def test_resnet_small_sweep_is_the_exact_product():
                    'max_per_class=500'),
     ('augmentation', 8, 'geometric=on,photometric=on,class_weights=none'),
     ('accuracy_ablation', 9, 'base'),
+    ('large_model', 2, 'seed=0'),
     ('finetune_ablation', 7, 'base'),
     ('ferplus_modes', 4, 'label_mode=majority'),
 ])
