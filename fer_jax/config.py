@@ -93,8 +93,12 @@ def default_config() -> ml_collections.ConfigDict:
   train.weight_decay = 0.0
   train.schedule = 'plateau'  # 'constant', 'cosine' or 'plateau'.
   train.warmup_epochs = 0  # Linear warm-up before the cosine decay.
-  train.plateau_factor = 0.5  # Reduce-on-plateau on the validation loss.
+  # Reduce-on-plateau: x plateau_factor after plateau_patience epochs
+  # without a better plateau_metric (a validation metric; lower is better
+  # for *loss, higher otherwise, as for selection_metric).
+  train.plateau_factor = 0.5
   train.plateau_patience = 3
+  train.plateau_metric = 'val/loss'
   train.label_smoothing = 0.0
   train.class_weights = 'none'  # 'balanced': n / (classes * count) per class.
   # Mixup (Zhang et al.) and CutMix (Yun et al.) in the train step: alpha of

@@ -9,11 +9,13 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from fer_jax import inference, rundir
 from fer_jax.config import default_config
+from fer_jax.errors import UserError
 from fer_jax.evaluate import report
-from fer_jax.train import loop
+from fer_jax.train import config_check, loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,13 +123,31 @@ def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):
   assert run.latest_step('best') == 84 // 16  # Epoch 1: nothing is learnt.
 
 
-def test_plateau_halves_the_learning_rate(csv_path, tmp_path):
+@pytest.mark.parametrize('metric', ['val/loss', 'val/accuracy'])
+def test_plateau_halves_the_learning_rate(metric, csv_path, tmp_path):
   config = tiny_config(csv_path, epochs=4, plateau_patience=1,
-                       learning_rate=1e-9, early_stopping_patience=0)
+                       plateau_metric=metric, learning_rate=1e-9,
+                       early_stopping_patience=0)
   run, _ = loop.train(config, str(tmp_path))
   rates = [r['learning_rate'] for r in run.read_metrics()]
   # Logged before each epoch's plateau check; nothing improves after epoch 1.
   assert np.allclose(rates, [1e-9, 1e-9, 5e-10, 2.5e-10])
+
+
+@pytest.mark.parametrize('field', ['selection_metric', 'plateau_metric'])
+def test_metrics_of_the_test_split_are_refused(field, csv_path):
+  config = tiny_config(csv_path, **{field: 'test/accuracy'})
+  with pytest.raises(UserError, match=f"config.train.{field}='test/accuracy' "
+                                      'must be a validation metric'):
+    config_check.check(config)
+
+
+def test_unlogged_plateau_metric_names_the_logged_ones(csv_path, tmp_path):
+  config = tiny_config(csv_path, epochs=1, plateau_metric='val/f1/joy')
+  with pytest.raises(UserError, match="config.train.plateau_metric='val/f1/"
+                                      "joy' is not logged; choose one of "
+                                      r"\[.*'val/accuracy'"):
+    loop.train(config, str(tmp_path))
 
 
 def test_tensorboard_writer_leaves_torch_unimported(tmp_path):

@@ -147,6 +147,22 @@ def test_reduce_on_plateau_halves_after_patience_epochs():
   assert restored == plateau
 
 
+def test_reduce_on_plateau_of_a_metric_where_higher_is_better():
+  plateau = optim.ReduceOnPlateau(factor=0.75, patience=2,
+                                  metric='val/accuracy')
+  factors = [plateau.scale(v) for v in [0.5, 0.6, 0.55, 0.6, 0.61, 0.6,
+                                        0.59]]
+  assert factors == [1, 1, 1, 0.75, 1, 1, 0.75]
+
+
+def test_reduce_on_plateau_resumes_from_a_checkpoint_before_its_metric():
+  """Checkpoints written before plateau_metric hold no metric and an
+  infinite best loss."""
+  plateau = optim.ReduceOnPlateau(**{'factor': 0.5, 'patience': 1,
+                                     'best': float('inf'), 'bad_epochs': 0})
+  assert [plateau.scale(v) for v in [1.0, 1.1]] == [1, 0.5]
+
+
 @pytest.mark.parametrize('field, value', [('optimizer', 'adagrad'),
                                           ('schedule', 'step'),
                                           ('learning_rate', 0.0)])

@@ -54,11 +54,12 @@ def check(config: ml_collections.ConfigDict) -> None:
       or config.train.batch_size < 1):
     raise UserError('config.train.epochs and config.train.batch_size must be '
                     '>= 1.')
-  metric = config.train.selection_metric
-  if not metric.startswith('val/'):
-    raise UserError(f'config.train.selection_metric={metric!r} must be a '
-                    "validation metric such as 'val/macro_f1' or 'val/loss': "
-                    'models are never selected on the test split.')
+  for field in ('selection_metric', 'plateau_metric'):
+    metric = config.train[field]
+    if not metric.startswith('val/'):
+      raise UserError(f'config.train.{field}={metric!r} must be a validation '
+                      "metric such as 'val/macro_f1' or 'val/loss': models "
+                      'are never selected or tuned on the test split.')
   ema_decay = config.train.get('ema_decay', 0.0)
   if not 0.0 <= ema_decay < 1.0:
     raise UserError(f'config.train.ema_decay={ema_decay} must be in [0, 1) '

@@ -65,12 +65,6 @@ class _StopSignals:
       signal.signal(number, handler)
 
 
-def _improved(value: float, best: float | None, metric: str) -> bool:
-  if best is None:
-    return True
-  return value < best if metric.endswith('loss') else value > best
-
-
 def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
   return {'class_names': list(data.class_names),
           'input_spec': spec.to_json(),
@@ -287,7 +281,8 @@ class _Trainer:
         opt_state=self._init_opt_state(optimizer, best['params'])
     ).with_fresh_ema()
     self.plateau = optim.ReduceOnPlateau(phase.train.plateau_factor,
-                                         phase.train.plateau_patience)
+                                         phase.train.plateau_patience,
+                                         phase.train.plateau_metric)
     logging.info('Phase %d/%d (%s, %d epochs) starts from the best state of '
                  'phase %d (epoch %d).', phase.number, len(self.plan),
                  phase.trainable, phase.epochs, self.loop['phase'],
@@ -357,9 +352,11 @@ class _Trainer:
     record = epoch_metrics.epoch_record(
         epoch, phase.number, self.state, partial, val, self.data.class_names,
         self.steps_per_epoch * self.global_batch)
-    if self.metric not in record:
-      raise UserError(f'config.train.selection_metric={self.metric!r} is not '
-                      f'logged; choose one of {sorted(record)}.')
+    for field, metric in (('selection_metric', self.metric),
+                          ('plateau_metric', self.plateau.metric)):
+      if metric not in record:
+        raise UserError(f'config.train.{field}={metric!r} is not logged; '
+                        f'choose one of {sorted(record)}.')
     record = multihost.from_process_0(record)
     if self.main:
       self.run.append_metrics(record)
@@ -377,18 +374,18 @@ class _Trainer:
     last two per phase) after `record`."""
     loop = self.loop
     if phase.train.schedule == 'plateau':
-      factor = self.plateau.scale(record['val/loss'])
+      factor = self.plateau.scale(record[self.plateau.metric])
       if factor != 1.0:
         learning_rate = record['learning_rate'] * factor
         # A strongly typed float32, as in the state: no recompilation.
         self.state.opt_state.hyperparams['learning_rate'] = jax.device_put(
             np.float32(learning_rate), self.replicated)
-        logging.info('Validation loss plateaued: learning rate -> %.2g.',
-                     learning_rate)
+        logging.info('%s plateaued: learning rate -> %.2g.',
+                     self.plateau.metric, learning_rate)
     loop['epoch'] = epoch
     loop['phase_epoch'] += 1
     loop['plateau'] = self.plateau.to_json()
-    if _improved(record[self.metric], loop['best_value'], self.metric):
+    if optim.improved(record[self.metric], loop['best_value'], self.metric):
       loop.update(best_value=record[self.metric], best_epoch=epoch,
                   epochs_without_improvement=0, partial_epoch=None)
       self.run.save('best', int(self.state.step),
@@ -421,7 +418,8 @@ class _Trainer:
         process_index=jax.process_index(),
         process_count=jax.process_count()))
     self.plateau = optim.ReduceOnPlateau(
-        self.plan[0].train.plateau_factor, self.plan[0].train.plateau_patience)
+        self.plan[0].train.plateau_factor, self.plan[0].train.plateau_patience,
+        self.plan[0].train.plateau_metric)
     # `epoch` counts over all phases; `phase_epoch` within `phase` (from 1).
     self.loop = {'epoch': 0, 'phase': 1, 'phase_epoch': 0,
                  'best_value': None, 'best_epoch': 0,

@@ -8,7 +8,6 @@ between epochs without recompiling the train step.
 
 import dataclasses
 import functools
-import math
 
 import jax
 import ml_collections
@@ -108,18 +107,27 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
           trainable=trainable)
 
 
+def improved(value: float, best: float | None, metric: str) -> bool:
+  """Whether `value` of validation `metric` beats `best` (None: nothing
+  yet): lower is better for a loss, higher for anything else."""
+  if best is None:
+    return True
+  return value < best if metric.endswith('loss') else value > best
+
+
 @dataclasses.dataclass
 class ReduceOnPlateau:
   """Multiplies the learning rate by `factor` after `patience` epochs
-  without a new lowest validation loss (Keras' ReduceLROnPlateau)."""
+  without a new best of validation `metric` (Keras' ReduceLROnPlateau)."""
   factor: float
   patience: int
-  best: float = math.inf
+  metric: str = 'val/loss'
+  best: float | None = None
   bad_epochs: int = 0
 
   def scale(self, value: float) -> float:
     """Records one epoch's value; returns the factor to apply now (or 1)."""
-    if value < self.best:
+    if improved(value, self.best, self.metric):
       self.best, self.bad_epochs = value, 0
       return 1.0
     self.bad_epochs += 1
