@@ -220,8 +220,9 @@ def test_two_phases_train_report_and_resume_exactly(csv_path, tmp_path,
 def test_next_phase_starts_from_the_best_state_of_the_one_before(
     csv_path, tmp_path, monkeypatch):
   # Only the first epoch of a phase counts as an improvement: phase 1's best
-  # is its epoch 1, not its last epoch.
-  monkeypatch.setattr(loop, '_improved', lambda value, best, metric:
+  # is its epoch 1, not its last epoch. (The plateau, patience 3, sees the
+  # same and lowers nothing in 2 epochs.)
+  monkeypatch.setattr(optim, 'improved', lambda value, best, metric:
                       best is None)
   first = 'epochs=2,trainable=all,early_stopping_patience=0'
   config = _two_phase_config(csv_path)
