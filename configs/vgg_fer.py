@@ -15,7 +15,8 @@ Where it departs from the paper: each step sees a batch of whole faces
 (the paper trains on all ten 40x40 crops of each face, so a flatten of
 3x3x512 here against its 2x2x512); early stopping after 30 epochs without a
 better PublicTest accuracy. It needs an accelerator (911 MFLOPs per face,
-1.8 resnet_small's; 47 faces/s training on a 2-core CPU); add
+1.8 resnet_small's; 10 epochs took 1 h 44 min on a 2-core CPU and were
+still climbing: experiments/RESULTS.md); add
 `--config.train.compute_dtype=bfloat16` there. Also the teacher for
 distilling into the small model (experiments/accuracy_ablation_sweep.py).
 """
