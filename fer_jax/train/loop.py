@@ -280,9 +280,7 @@ class _Trainer:
         params=best['params'], batch_stats=best['batch_stats'],
         opt_state=self._init_opt_state(optimizer, best['params'])
     ).with_fresh_ema()
-    self.plateau = optim.ReduceOnPlateau(phase.train.plateau_factor,
-                                         phase.train.plateau_patience,
-                                         phase.train.plateau_metric)
+    self.plateau = optim.ReduceOnPlateau.start(phase.train)
     logging.info('Phase %d/%d (%s, %d epochs) starts from the best state of '
                  'phase %d (epoch %d).', phase.number, len(self.plan),
                  phase.trainable, phase.epochs, self.loop['phase'],
@@ -417,9 +415,7 @@ class _Trainer:
         num_workers=config.data.num_workers,
         process_index=jax.process_index(),
         process_count=jax.process_count()))
-    self.plateau = optim.ReduceOnPlateau(
-        self.plan[0].train.plateau_factor, self.plan[0].train.plateau_patience,
-        self.plan[0].train.plateau_metric)
+    self.plateau = optim.ReduceOnPlateau.start(self.plan[0].train)
     # `epoch` counts over all phases; `phase_epoch` within `phase` (from 1).
     self.loop = {'epoch': 0, 'phase': 1, 'phase_epoch': 0,
                  'best_value': None, 'best_epoch': 0,

@@ -125,6 +125,12 @@ class ReduceOnPlateau:
   best: float | None = None
   bad_epochs: int = 0
 
+  @classmethod
+  def start(cls, config: ml_collections.ConfigDict) -> 'ReduceOnPlateau':
+    """A fresh one with the settings of `config` (config.train or a phase's)."""
+    return cls(config.plateau_factor, config.plateau_patience,
+               config.plateau_metric)
+
   def scale(self, value: float) -> float:
     """Records one epoch's value; returns the factor to apply now (or 1)."""
     if improved(value, self.best, self.metric):
