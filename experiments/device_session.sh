@@ -18,7 +18,10 @@
 # then one device call (about 60 MiB travels: 53 the data, 4.4 the wheels):
 #   command: COMMIT=<git rev-parse --short HEAD> bash experiments/device_session.sh
 #   carry: [".whl", ".device"], timeout_s: 580
-# and here, from what comes back (session.log, bench_*.txt, <sweep>.md):
+# and here, from what comes back (session.log, which also holds the
+# throughput tables and the sweeps' summaries, and runs.tar.xz.part-*: the
+# bench_*.txt tables and every sweep's runs and reports, their best
+# checkpoints as many as fit; experiments/device_results.py):
 #   mkdir -p runs/device && cat <files_at>/runs.tar.xz.part-* | tar xJ -C runs/device
 #   python -m fer_jax.report --workdirs runs/device/accuracy_ablation_sweep \
 #       --out reports/accuracy_ablation \
@@ -28,8 +31,9 @@
 # Settings (environment): BUDGET_S (seconds from the start, 520); SWEEPS
 # (sweep files, all trained at once; default the accuracy ablation, the
 # large model's two seeds and the FER+ modes: 15 runs, the two vgg_fer runs
-# at 1.8x a resnet_small's FLOPs counted as one each; a file named ferplus*
-# gets the FER+ votes); EPOCHS (of every run; 'auto': as many as the
+# at 1.8x a resnet_small's FLOPs counted as one each, their 142 MiB best
+# checkpoints too large to come back (their sha256 does); a file named
+# ferplus* gets the FER+ votes); EPOCHS (of every run; 'auto': as many as the
 # budget allows at the measured speed, at most MAX_EPOCHS=100); BENCH (1: measure throughput first; 0: skip it, for
 # a rerun with EPOCHS set); BENCH_STEPS (300 at batch 64, a third of that at
 # 1024); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
@@ -61,7 +65,7 @@ export PYTHONUNBUFFERED=1
 # ablation's runs the same model): XLA's persistent cache compiles each once.
 export JAX_COMPILATION_CACHE_DIR=$WORK/jax_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
-REPORTS_S=90  # Kept after the sweeps for the ten-crop reports and results.
+REPORTS_S=110  # Kept after the sweeps for the ten-crop reports and results.
 left() { echo $((BUDGET_S - SECONDS)); }
 stage() { echo; echo "=== $* (at ${SECONDS} s, $(left) s left)"; }
 
@@ -88,15 +92,15 @@ if [ "$BENCH" = 1 ]; then
   stage "issue 7: throughput"
   timeout 150 python3 experiments/bench_train.py --model=resnet_small \
       --batch_size=64 --steps="$BENCH_STEPS" --augment_where=device \
-      --workers=8 --data="$DATA/fer2013.csv" | tee "$OUT/bench_b64.txt"
+      --workers=8 --data="$DATA/fer2013.csv" | tee "$WORK/bench_b64.txt"
   timeout 150 python3 experiments/bench_train.py \
       --model=resnet_small,mobilenetv2_small --batch_size=1024 \
       --steps=$((BENCH_STEPS / 3 + 1)) --augment_where=device \
       --compute_dtype=bfloat16 --workers=8 --data="$DATA/fer2013.csv" \
-      | tee "$OUT/bench_b1024_bf16.txt"
+      | tee "$WORK/bench_b1024_bf16.txt"
   # Depthwise layers: XLA's grouped convolution vs fer_jax's shifted sums.
   timeout 60 python3 experiments/bench_depthwise.py --notorch \
-      | tee "$OUT/bench_depthwise.txt"
+      | tee "$WORK/bench_depthwise.txt"
 fi
 
 stage "issue 6: $SWEEPS"
@@ -123,7 +127,7 @@ done
 [ "$total" -gt 0 ] || { echo "no sweep runs (see the errors above)"; exit 1; }
 if [ "$EPOCHS" = auto ]; then
   rate=$(awk -F'|' '$2 ~ /jax/ && $3 ~ /resnet_small/ {
-      gsub(/[ ,]/, "", $7); print $7 }' "$OUT/bench_b64.txt" 2>/dev/null)
+      gsub(/[ ,]/, "", $7); print $7 }' "$WORK/bench_b64.txt" 2>/dev/null)
   if [ -z "$rate" ]; then
     EPOCHS=10
     echo "no measured img/s to size the runs (see above): $EPOCHS epochs"
@@ -164,26 +168,33 @@ for sweep in $SWEEPS; do
   for best in "$WORK/$name"/*/checkpoints/best/[0-9]*; do
     [ -d "$best" ] && trained+=("${best%/checkpoints/best/*}")
   done
-  if [ "${#trained[@]}" -gt 0 ] && [ "$(left)" -gt 40 ]; then
+  if [ "${#trained[@]}" -gt 0 ] && [ "$(left)" -gt 60 ]; then
     stage "ten-crop reports: $name, ${#trained[@]} runs"
-    timeout $(($(left) - 20)) python3 -m fer_jax.report --nofigures \
+    timeout $(($(left) - 40)) python3 -m fer_jax.report --nofigures \
         --workdirs "${trained[@]}" --out "$WORK/$name/reports" --ten_crop \
         > "$WORK/$name/reports.log" 2>&1
     tail -n 1 "$WORK/$name/reports.log"
   fi
   for summary in "$WORK/$name/reports/summary.md" "$WORK/$name/summary.md"; do
-    [ -f "$summary" ] && { cp "$summary" "$OUT/$name.md"; break; }
+    [ -f "$summary" ] && { echo "--- $name"; cat "$summary"; break; }
   done
 done
 
 stage "results to \$OUT"
-# Best checkpoints, configs, metrics, reports and logs: what the reports
-# here need (the latest checkpoints hold optimizer state; figures and
-# TensorBoard files are redrawn from the rest). In 15 MiB parts.
+# Configs, metrics, reports, logs and the best checkpoints that fit: what
+# the reports here need (the latest checkpoints hold optimizer state; figures
+# and TensorBoard files are redrawn from the rest). session.log and at most
+# four 15 MiB parts: the device returns 8 files, 64 MiB in all.
 names=$(for sweep in $SWEEPS; do basename "$sweep" .py; done)
+cd "$WORK" || exit 1
 # shellcheck disable=SC2086  # One directory per sweep.
-tar -C "$WORK" --exclude=checkpoints/latest --exclude=tensorboard \
-    --exclude='*.png' -cf - $names | xz -T0 -3 \
+if ! python3 "$OLDPWD/experiments/device_results.py" --work=. \
+    --list=results.list --max_mib=56 bench_*.txt $names; then
+  echo "device_results.py failed: sending the runs without checkpoints"
+  find bench_*.txt $names -path '*/checkpoints' -prune -o -type f -print \
+      > results.list
+fi
+tar -cf - -T results.list | xz -T0 -3 \
     | split -b 15m -d - "$OUT/runs.tar.xz.part-"
 ls -l "$OUT"
 stage "done"

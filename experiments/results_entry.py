@@ -52,6 +52,17 @@ def _started_from(info: dict) -> str:
   return '- Started from ' + ', which started from '.join(links) + '.'
 
 
+def _checkpoint_sha256(run: rundir.RunDir) -> str:
+  """The best checkpoint's sha256, also for a run that came back from the
+  device without it (experiments/device_results.py)."""
+  if not run.has_checkpoint('best') and os.path.isfile(
+      run.file(rundir.CHECKPOINT_LEFT_OUT)):
+    left_out = run.read_json(rundir.CHECKPOINT_LEFT_OUT)
+    return (f'`{left_out["sha256"]}` (step {left_out["step"]}; the '
+            'checkpoint stayed on the device, too large to send back)')
+  return f'`{run.checkpoint_sha256("best")}`'
+
+
 def entry(run: rundir.RunDir, provenance: dict) -> str:
   """The Markdown entry of `run`."""
   config = run.load_config()
@@ -70,7 +81,7 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
       f'epochs, best epoch {report["best_epoch"]} by '
       f'{report["selection_metric"]} (PublicTest).',
       f'- Best checkpoint sha256 (`RunDir.checkpoint_sha256`): '
-      f'`{run.checkpoint_sha256("best")}`']
+      f'{_checkpoint_sha256(run)}']
   if os.path.isfile(run.file(rundir.INIT_FROM)):
     lines.append(_started_from(run.read_json(rundir.INIT_FROM)))
   lines += [

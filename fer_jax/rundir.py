@@ -11,6 +11,10 @@
   confusion_matrix.png
   release.json       only in a released copy (python -m fer_jax.release):
                      provenance and the checkpoint's sha256
+  checkpoint_left_out.json
+                     only in a run sent back from the device without its
+                     best checkpoint (too large to return): that
+                     checkpoint's step and sha256
 
 Checkpoints are numbered by train step and hold items `model` ({params,
 batch_stats}), `optimizer` ({step, opt_state}), `loop` (JSON: epoch,
@@ -42,6 +46,7 @@ REPORT = 'report.json'
 TENSORBOARD = 'tensorboard'
 RELEASE = 'release.json'
 INIT_FROM = 'init_from.json'
+CHECKPOINT_LEFT_OUT = 'checkpoint_left_out.json'
 
 
 def is_run_directory(path: str) -> bool:

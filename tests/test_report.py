@@ -2,7 +2,6 @@
 logged for the best checkpoint, beside ten-crop, and every figure is drawn."""
 
 import csv
-import importlib.util
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from fer_jax.errors import UserError
 from fer_jax.evaluate import ensemble, regenerate, tables
 from fer_jax.predict import predictor
 from fer_jax.train import loop
+from test_device_session import experiment_script
 from test_loop import tiny_config
 from test_plots import assert_png
 
@@ -244,12 +244,7 @@ def test_an_ensemble_averages_the_members_probabilities():
 
 
 def results_entry_module():
-  """experiments/results_entry.py, a script outside the package."""
-  spec = importlib.util.spec_from_file_location(
-      'results_entry', os.path.join(ROOT, 'experiments', 'results_entry.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_script('results_entry')
 
 
 def test_results_entry_has_every_figure_issue_6_asks_for(reported):
@@ -265,3 +260,17 @@ def test_results_entry_has_every_figure_issue_6_asks_for(reported):
                    '| single crop |', '| ten crops |',
                    '| PrivateTest | ', *report['class_names']):
     assert expected in text
+
+
+def test_results_entry_names_a_checkpoint_left_on_the_device(reported,
+                                                             tmp_path):
+  run, _ = reported
+  sent_back = shutil.copytree(run.path, tmp_path / 'run')
+  left_out = experiment_script('device_results').leave_out(str(sent_back))
+  shutil.rmtree(sent_back / 'checkpoints')
+  results_entry = results_entry_module()
+  text = results_entry.entry(rundir.RunDir(str(sent_back), create=False),
+                             dict.fromkeys(results_entry.PROVENANCE, ''))
+  assert left_out['sha256'] == run.checkpoint_sha256('best')
+  assert (f'`{left_out["sha256"]}` (step {left_out["step"]}; the checkpoint '
+          'stayed on the device') in text
