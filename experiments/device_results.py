@@ -2,7 +2,7 @@
 
 The device tool returns at most 8 files from $OUT, 16 MiB each and 64 MiB
 in all. Every run's text (config, metrics, report.json, the sweep's reports
-and logs) fits; best checkpoints may not: vgg_fer's holds 143 MiB, more
+and logs) fits; best checkpoints may not: vgg_fer's holds 142 MiB, more
 than a call can return. This lists, for `tar -T`, the given paths' files
 (without latest checkpoints, TensorBoard files and figures: the reports
 here redraw those), then the best checkpoints, smallest first, while the
