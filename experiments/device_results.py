@@ -82,19 +82,19 @@ def plan(work: str, paths: list[str], max_bytes: int) -> list[str]:
     checkpoints.update(runs)
   # Room for a checkpoint_left_out.json (two blocks) in every run.
   size = _tar_bytes(work, text) + 2 * BLOCK * len(checkpoints)
+  run_bytes = {run: _tar_bytes(work, files)
+               for run, files in checkpoints.items()}
   sent, left_out_runs = [], 0
-  for run, files in sorted(checkpoints.items(),
-                           key=lambda item: _tar_bytes(work, item[1])):
-    run_bytes = _tar_bytes(work, files)
-    if size + run_bytes <= max_bytes:
-      sent += files
-      size += run_bytes
+  for run in sorted(run_bytes, key=run_bytes.get):
+    if size + run_bytes[run] <= max_bytes:
+      sent += checkpoints[run]
+      size += run_bytes[run]
       continue
     left_out = leave_out(os.path.join(work, run))
     left_out_runs += 1
     text.append(os.path.join(run, rundir.CHECKPOINT_LEFT_OUT))
     print(f'{run}: best checkpoint (step {left_out["step"]}, '
-          f'{run_bytes / 2**20:.1f} MiB) stays on the device; '
+          f'{run_bytes[run] / 2**20:.1f} MiB) stays on the device; '
           f'sha256 {left_out["sha256"]}')
   if size > max_bytes:
     print(f'warning: the runs\' text alone is {size / 2**20:.1f} MiB, over '
