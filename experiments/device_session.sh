@@ -193,11 +193,13 @@ stage "results to \$OUT"
 # four 15 MiB parts: the device returns 8 files, 64 MiB in all.
 names=$(for sweep in $SWEEPS; do basename "$sweep" .py; done)
 cd "$WORK" || exit 1
+# Empty when BENCH=0, rather than the pattern itself as a missing file.
+mapfile -t benches < <(compgen -G 'bench_*.txt')
 # shellcheck disable=SC2086  # One directory per sweep.
 if ! python3 "$OLDPWD/experiments/device_results.py" --work=. \
-    --list=results.list --max_mib=56 bench_*.txt $names; then
+    --list=results.list --max_mib=56 "${benches[@]}" $names; then
   echo "device_results.py failed: sending the runs without checkpoints"
-  find bench_*.txt $names -path '*/checkpoints' -prune -o -type f -print \
+  find "${benches[@]}" $names -path '*/checkpoints' -prune -o -type f -print \
       > results.list
 fi
 tar -cf - -T results.list | xz -T0 -3 \
