@@ -36,20 +36,30 @@ def _percent(value: float) -> str:
   return f'{100 * value:.2f}'
 
 
+def _best_checkpoint(info: dict) -> str:
+  """A run's best checkpoint as RunDir.best_checkpoint_record gives it."""
+  return (f'`{info["path"]}` (best checkpoint, step {info["checkpoint_step"]}'
+          f', sha256 `{info["checkpoint_sha256"]}`)')
+
+
 def _started_from(info: dict) -> str:
   """init_from.json's chain of weights, each with its sha256."""
   links = []
   while info:
     if 'checkpoint_sha256' in info:
-      links.append(f'`{info["path"]}` (best checkpoint, step '
-                   f'{info["checkpoint_step"]}, sha256 '
-                   f'`{info["checkpoint_sha256"]}`)')
+      links.append(_best_checkpoint(info))
     else:
       links.append(f'`{info["path"]}` (converted '
                    f'{info["converted"].get("arch")} weights, sha256 '
                    f'`{info["variables_sha256"]}`)')
     info = info.get('init_from')
   return '- Started from ' + ', which started from '.join(links) + '.'
+
+
+def _distilled_from(teachers: list[dict]) -> str:
+  """distill_from.json's teachers, each with its sha256."""
+  return ('- Distilled from '
+          + ' and '.join(map(_best_checkpoint, teachers)) + '.')
 
 
 def _checkpoint_sha256(run: rundir.RunDir) -> str:
@@ -84,6 +94,8 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
       f'{_checkpoint_sha256(run)}']
   if os.path.isfile(run.file(rundir.INIT_FROM)):
     lines.append(_started_from(run.read_json(rundir.INIT_FROM)))
+  if os.path.isfile(run.file(rundir.DISTILL_FROM)):
+    lines.append(_distilled_from(run.read_json(rundir.DISTILL_FROM)))
   lines += [
       '',
       '| evaluation | PublicTest acc | PublicTest macro-F1 | PrivateTest acc '

@@ -108,7 +108,8 @@ def default_config() -> ml_collections.ConfigDict:
   train.mixup_alpha = 0.0
   train.cutmix_alpha = 0.0
   # Knowledge distillation (fer_jax/train/distill.py): a trained run
-  # directory whose best checkpoint teaches, on the same classes; '': off.
+  # directory whose best checkpoint teaches, on the same classes, or several
+  # comma-separated (an ensemble: their mean softened probabilities); '': off.
   # loss = (1 - weight) * hard loss + weight * T^2 * KL(teacher || student)
   # at temperature T.
   train.distill_from = ''

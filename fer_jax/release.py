@@ -6,9 +6,9 @@
 
 Copies what the predictor and `python -m fer_jax.report` need, and nothing
 they do not: config.json, dataset.json, metrics.jsonl, report.json (and
-init_from.json, for a run that started from other weights) and the best
-checkpoint (model weights only, a few MB; the latest checkpoint with
-its optimizer state stays behind). Writes release.json with the provenance
+init_from.json and distill_from.json, for a run that started or learned
+from other weights) and the best checkpoint (model weights only, a few MB;
+the latest checkpoint with its optimizer state stays behind). Writes release.json with the provenance
 given on the command line (a run directory does not know its commit or
 machine), the checkpoint's sha256 (`rundir.RunDir.checkpoint_sha256`) and
 the report's PublicTest / PrivateTest figures, ten-crop too when the
@@ -61,8 +61,8 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
   if os.path.exists(out):
     shutil.rmtree(out)
   os.makedirs(out)
-  for name in _FILES + (rundir.INIT_FROM,):
-    if os.path.isfile(run.file(name)):  # init_from.json is optional.
+  for name in _FILES + (rundir.INIT_FROM, rundir.DISTILL_FROM):
+    if os.path.isfile(run.file(name)):  # Written by runs that used them.
       shutil.copy2(run.file(name), os.path.join(out, name))
   released = rundir.RunDir(out, create=False)
   shutil.copytree(run.checkpoint_dir('best', step),

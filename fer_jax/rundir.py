@@ -9,6 +9,10 @@
   checkpoints/best   orbax: model and loop state of the best epoch so far
   report.json        val and test metrics of the best checkpoint
   confusion_matrix.png
+  init_from.json     only with config.model.init_from: the weights it
+                     started from, with their sha256 (warm_start.record)
+  distill_from.json  only with config.train.distill_from: the teachers'
+                     checkpoints, with their sha256 (distill.record)
   release.json       only in a released copy (python -m fer_jax.release):
                      provenance and the checkpoint's sha256
   checkpoint_left_out.json
@@ -46,6 +50,7 @@ REPORT = 'report.json'
 TENSORBOARD = 'tensorboard'
 RELEASE = 'release.json'
 INIT_FROM = 'init_from.json'
+DISTILL_FROM = 'distill_from.json'
 CHECKPOINT_LEFT_OUT = 'checkpoint_left_out.json'
 
 
@@ -175,6 +180,12 @@ class RunDir:
     """A released copy (fer_jax.release): its report.json is the reference
     that re-evaluations are compared with, never overwritten."""
     return os.path.isfile(self.file(RELEASE))
+
+  def best_checkpoint_record(self) -> dict:
+    """The best checkpoint's path, step and sha256: what a run that starts
+    or learns from this one records (init_from.json, distill_from.json)."""
+    return {'path': self.path, 'checkpoint_step': self.latest_step('best'),
+            'checkpoint_sha256': self.checkpoint_sha256('best')}
 
   def checkpoint_sha256(self, kind: str = 'best') -> str:
     """sha256 of the model variables of the newest `kind` checkpoint: each

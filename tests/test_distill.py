@@ -26,24 +26,22 @@ STUDENT_SPEC = preprocess.InputSpec(24, 1, (127.5,), (127.5,))
 TEACHER_SPEC = preprocess.input_spec('imagenet', 32, 3, np.zeros((1, 48, 48)))
 
 
+def _softmax(x):
+  e = np.exp(x - x.max(1, keepdims=True))
+  return e / e.sum(1, keepdims=True)
+
+
 def test_teacher_loss_is_hinton_distillation():
   rng = np.random.default_rng(0)
   student, teacher_logits = rng.normal(size=(2, 5, 4)).astype(np.float32)
-  teacher = distill.Teacher(None, TEACHER_SPEC, temperature=3.0, weight=0.25)
-
-  def softmax(x):
-    e = np.exp(x - x.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-  p, q = softmax(teacher_logits / 3), softmax(student / 3)
+  teacher = distill.Teacher((), (), temperature=3.0, weight=0.25)
+  p, q = _softmax(teacher_logits / 3), _softmax(student / 3)
   kl = (p * (np.log(p) - np.log(q))).sum(1).mean()
-  np.testing.assert_allclose(
-      teacher.loss(jnp.float32(2.0), student, teacher_logits),
-      0.75 * 2.0 + 0.25 * 9 * kl, rtol=1e-5)
+  np.testing.assert_allclose(teacher.loss(jnp.float32(2.0), student, p),
+                             0.75 * 2.0 + 0.25 * 9 * kl, rtol=1e-5)
   # A student that matches the teacher pays only the hard loss.
   np.testing.assert_allclose(
-      teacher.loss(jnp.float32(2.0), teacher_logits, teacher_logits),
-      1.5, rtol=1e-6)
+      teacher.loss(jnp.float32(2.0), teacher_logits, p), 1.5, rtol=1e-6)
 
 
 def test_distillation_step_weight_0_is_plain_and_weight_1_is_the_kl():
@@ -61,13 +59,18 @@ def test_distillation_step_weight_0_is_plain_and_weight_1_is_the_kl():
   optimizer = optim.create(default_config().train, steps_per_epoch=10)
   state = step.init_state(student, optimizer, STUDENT_SPEC, jax.random.key(0))
 
-  def run(weight=None):
+  def run(weight=None, ensemble=False):
+    teachers = (((teacher_model, TEACHER_SPEC, teacher_variables),
+                 (student, STUDENT_SPEC, state.model_variables))
+                if ensemble else ((teacher_model, TEACHER_SPEC,
+                                   teacher_variables),))
+    models, specs, variables = zip(*teachers)
     teacher = None if weight is None else distill.Teacher(
-        teacher_model, TEACHER_SPEC, temperature=2.0, weight=weight)
+        models, specs, temperature=2.0, weight=weight)
     train_step = jax.jit(step.make_train_step(
         student, optimizer, STUDENT_SPEC, np.ones(8, np.float32), 0.0,
         label_mode='probability', teacher=teacher))
-    extra = () if teacher is None else (teacher_variables,)
+    extra = () if teacher is None else (variables,)
     return train_step(state, batch, jax.random.key(1), *extra)
 
   plain, plain_metrics = run()
@@ -83,10 +86,21 @@ def test_distillation_step_weight_0_is_plain_and_weight_1_is_the_kl():
       mutable=['batch_stats'])
   teacher_logits = teacher_model.apply(
       teacher_variables, TEACHER_SPEC(batch['image']), train=False)
+  def kl(p):
+    return (p * (jnp.log(p) - jax.nn.log_softmax(student_logits / 2))).sum(1)
+
   p = jax.nn.softmax(teacher_logits / 2)
-  kl = (p * (jnp.log(p) - jax.nn.log_softmax(student_logits / 2))).sum(1)
-  np.testing.assert_allclose(taught_metrics['loss'], 4 * kl.mean(),
+  np.testing.assert_allclose(taught_metrics['loss'], 4 * kl(p).mean(),
                              rtol=1e-4)
+  # An ensemble teaches its members' mean softened probabilities: here the
+  # teacher and the student itself (in eval mode, through its own spec).
+  _, ensemble_metrics = run(weight=1.0, ensemble=True)
+  student_eval_logits = student.apply(
+      state.model_variables, STUDENT_SPEC(batch['image']), train=False)
+  mean_p = (p + jax.nn.softmax(student_eval_logits / 2)) / 2
+  np.testing.assert_allclose(ensemble_metrics['loss'], 4 * kl(mean_p).mean(),
+                             rtol=1e-4)
+  assert not np.isclose(ensemble_metrics['loss'], taught_metrics['loss'])
 
 
 @pytest.fixture(scope='module')
@@ -115,19 +129,42 @@ def teacher_dir(ferplus_files, tmp_path_factory) -> str:
   return workdir
 
 
-def test_student_learns_vote_targets_from_a_teacher(ferplus_files,
-                                                    teacher_dir, tmp_path):
-  config = _tiny_config(ferplus_files, distill_from=teacher_dir, epochs=2)
+def test_student_learns_vote_targets_from_teachers(ferplus_files,
+                                                   teacher_dir, tmp_path):
+  # An ensemble of two (the same run twice: what is tested is the plumbing).
+  distill_from = f'{teacher_dir}, {teacher_dir}'
+  config = _tiny_config(ferplus_files, distill_from=distill_from, epochs=2)
   config.data.label_mode = 'multi_target'
-  run, data = loop.train(config, str(tmp_path))
+  run, data = loop.train(config, str(tmp_path / 'run'))
   assert data.class_names == ferplus.CLASSES
   assert data.splits['train'].targets is not None
   records = run.read_metrics()
   assert [r['epoch'] for r in records] == [1, 2]
   assert all(np.isfinite(r['train/loss']) for r in records)
-  assert run.load_config().train.distill_from == teacher_dir
+  assert run.load_config().train.distill_from == distill_from
   result = report.write_report(run, data)
   assert sum(map(sum, result['test']['confusion_matrix'])) == 7 * 4
+
+  # Provenance: distill_from.json names each teacher's checkpoint by its
+  # sha256; a release keeps it and its RESULTS.md entry quotes it.
+  teacher = rundir.RunDir(teacher_dir, create=False).best_checkpoint_record()
+  assert run.read_json(rundir.DISTILL_FROM) == [teacher, teacher]
+  release.release(run.path, str(tmp_path / 'released'))
+  entry = test_report.results_entry_module().entry(
+      rundir.RunDir(str(tmp_path / 'released'), create=False), {})
+  link = (f'`{teacher["path"]}` (best checkpoint, step '
+          f'{teacher["checkpoint_step"]}, sha256 '
+          f'`{teacher["checkpoint_sha256"]}`)')
+  assert f'- Distilled from {link} and {link}.' in entry
+
+
+def test_each_teacher_must_be_a_run_directory(teacher_dir):
+  train = ml_collections.ConfigDict({
+      'distill_from': f'{teacher_dir},no/such/run',
+      'distill_temperature': 4.0, 'distill_weight': 0.5})
+  assert distill.teacher_directories(train) == (teacher_dir, 'no/such/run')
+  with pytest.raises(UserError, match="'no/such/run' is not a run directory"):
+    distill.check(train)
 
 
 def test_a_teacher_of_other_classes_is_a_user_error(ferplus_files,

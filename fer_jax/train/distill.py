@@ -1,16 +1,19 @@
-"""Knowledge distillation (Hinton et al. 2015) from a trained run's model.
+"""Knowledge distillation (Hinton et al. 2015) from trained runs' models.
 
 `config.train.distill_from` names a run directory (a workdir of
-`python -m fer_jax.main`); its best checkpoint is the teacher. In every
-train step the teacher, in eval mode, sees the same augmented (and mixed)
-faces as the student, through its own input spec (size, channels,
-normalisation), so a 224x224 ImageNet port can teach a 48x48 grey student.
-The loss is
+`python -m fer_jax.main`), or several, comma-separated; each one's best
+checkpoint teaches. In every train step the teachers, in eval mode, see the
+same augmented (and mixed) faces as the student, each through its own input
+spec (size, channels, normalisation), so a 224x224 ImageNet port can teach
+a 48x48 grey student. The loss is
 
-  (1 - weight) * hard loss + weight * T^2 * KL(softmax(t / T) || softmax(s / T))
+  (1 - weight) * hard loss + weight * T^2 * KL(p || softmax(s / T))
 
-with t, s the teacher's and student's logits and T the temperature; T^2
-keeps the soft term's gradients on the scale of the hard one's.
+with s the student's logits, T the temperature and p the teachers' mean
+softmax(t / T) over their logits t: one teacher's softened probabilities,
+or an ensemble's mean, as `python -m fer_jax.report --ensemble` averages
+probabilities. T^2 keeps the soft term's gradients on the scale of the hard
+one's.
 """
 
 import dataclasses
@@ -30,38 +33,53 @@ from fer_jax.errors import UserError
 
 @dataclasses.dataclass(frozen=True)
 class Teacher:
-  """The static half of a teacher; its variables are a train step argument,
-  so that they are not baked into the compiled step as constants."""
-  model: nn.Module
-  input_spec: InputSpec
+  """The static half of the teachers (one model or an ensemble); their
+  variables, one dict per model, are a train step argument, so that they
+  are not baked into the compiled step as constants."""
+  models: tuple[nn.Module, ...]
+  input_specs: tuple[InputSpec, ...]
   temperature: float
   weight: float
 
-  def logits(self, variables: dict, images: jnp.ndarray) -> jnp.ndarray:
-    """float32 logits of grey faces [N, H, W] (uint8 levels, maybe mixed),
-    without gradients."""
-    logits = self.model.apply(variables, self.input_spec(images), train=False)
-    return jax.lax.stop_gradient(logits.astype(jnp.float32))
+  def probabilities(self, variables: tuple[dict, ...], images: jnp.ndarray
+                    ) -> jnp.ndarray:
+    """The soft targets p (module docstring) for grey faces [N, H, W]
+    (uint8 levels, maybe mixed), float32 [N, classes], without gradients."""
+    softened = [
+        jax.nn.softmax(model.apply(model_variables, spec(images), train=False)
+                       .astype(jnp.float32) / self.temperature)
+        for model, spec, model_variables in zip(self.models, self.input_specs,
+                                                variables, strict=True)]
+    return jax.lax.stop_gradient(sum(softened) / len(softened))
 
   def loss(self, hard_loss: jnp.ndarray, student_logits: jnp.ndarray,
-           teacher_logits: jnp.ndarray) -> jnp.ndarray:
+           teacher_probabilities: jnp.ndarray) -> jnp.ndarray:
     """The distillation objective (module docstring), batch mean."""
     t = self.temperature
     soft = optax.losses.kl_divergence(
-        jax.nn.log_softmax(student_logits / t),
-        jax.nn.softmax(teacher_logits / t)).mean()
+        jax.nn.log_softmax(student_logits / t), teacher_probabilities).mean()
     return (1 - self.weight) * hard_loss + self.weight * t * t * soft
+
+
+def teacher_directories(train_config: ml_collections.ConfigDict
+                        ) -> tuple[str, ...]:
+  """config.train.distill_from's run directories; () when it is off."""
+  return tuple(path.strip()
+               for path in train_config.get('distill_from', '').split(',')
+               if path.strip())
 
 
 def check(train_config: ml_collections.ConfigDict) -> None:
   """Validates config.train.distill_*; fails before any data is read."""
-  workdir = train_config.get('distill_from', '')
-  if not workdir:
+  workdirs = teacher_directories(train_config)
+  if not workdirs:
     return
-  if not rundir.is_run_directory(workdir):
-    raise UserError(f'config.train.distill_from={workdir!r} is not a run '
-                    'directory (no config.json): train the teacher first '
-                    'with python -m fer_jax.main and pass its --workdir.')
+  for workdir in workdirs:
+    if not rundir.is_run_directory(workdir):
+      raise UserError(f'config.train.distill_from: {workdir!r} is not a run '
+                      'directory (no config.json): train the teacher first '
+                      'with python -m fer_jax.main and pass its --workdir '
+                      '(several: comma-separated).')
   temperature = train_config.get('distill_temperature')
   if not _is_number(temperature) or not 0 < temperature < math.inf:
     raise UserError(f'config.train.distill_temperature={temperature!r} must '
@@ -77,18 +95,29 @@ def _is_number(value) -> bool:
 
 
 def load(train_config: ml_collections.ConfigDict, class_names: tuple[str, ...]
-         ) -> tuple[Teacher, dict] | tuple[None, None]:
-  """(Teacher, its variables) from config.train.distill_from; (None, None)
-  without one."""
-  workdir = train_config.get('distill_from', '')
-  if not workdir:
+         ) -> tuple[Teacher, tuple[dict, ...]] | tuple[None, None]:
+  """(Teacher, its models' variables) from config.train.distill_from;
+  (None, None) without one."""
+  workdirs = teacher_directories(train_config)
+  if not workdirs:
     return None, None
-  trained = inference.load_trained(rundir.RunDir(workdir, create=False))
-  if trained.class_names != tuple(class_names):
-    raise UserError(f'The teacher in {workdir} predicts '
-                    f'{",".join(trained.class_names)} but this run trains on '
-                    f'{",".join(class_names)}: distill from a run with the '
-                    'same classes (data.classes, FER+ or FER2013).')
-  return Teacher(trained.model, trained.input_spec,
+  trained = [inference.load_trained(rundir.RunDir(workdir, create=False))
+             for workdir in workdirs]
+  for workdir, teacher in zip(workdirs, trained):
+    if teacher.class_names != tuple(class_names):
+      raise UserError(f'The teacher in {workdir} predicts '
+                      f'{",".join(teacher.class_names)} but this run trains '
+                      f'on {",".join(class_names)}: distill from runs with '
+                      'the same classes (data.classes, FER+ or FER2013).')
+  return Teacher(tuple(teacher.model for teacher in trained),
+                 tuple(teacher.input_spec for teacher in trained),
                  float(train_config.distill_temperature),
-                 float(train_config.distill_weight)), trained.variables
+                 float(train_config.distill_weight)), tuple(
+                     teacher.variables for teacher in trained)
+
+
+def record(train_config: ml_collections.ConfigDict) -> list[dict]:
+  """The teachers' best checkpoints (path, step, sha256), for the run's
+  distill_from.json."""
+  return [rundir.RunDir(workdir, create=False).best_checkpoint_record()
+          for workdir in teacher_directories(train_config)]

@@ -154,6 +154,8 @@ class _Trainer:
     if self.teacher is not None:
       self.teacher_variables = jax.device_put(self.teacher_variables,
                                               self.replicated)
+      if self.main and not self.resuming:
+        self.run.write_json(rundir.DISTILL_FROM, distill.record(config.train))
     self.groups = None
     if any(phase.trainable != 'all' for phase in self.plan):
       self.groups = models.parameter_groups(

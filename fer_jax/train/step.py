@@ -210,7 +210,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
   bit for bit.
 
   `teacher` (None: off): knowledge distillation (`distill`); the step then
-  takes the teacher's variables as its fourth argument.
+  takes the teacher's variables (a tuple, one per model) as its fourth
+  argument.
   """
   class_weights = jnp.asarray(class_weights)
   num_classes = len(class_weights)
@@ -224,7 +225,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
                    'label_mode': label_mode}
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array,
-                 teacher_variables: dict | None = None):
+                 teacher_variables: tuple[dict, ...] | None = None):
     images = batch['image']
     labels = batch['label']
     dropout_rng = jax.random.fold_in(rng, state.step)
@@ -239,8 +240,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
     if label_mode == 'probability':
       draw_rng, dropout_rng = jax.random.split(dropout_rng)
     targets = training_targets(batch, label_mode, num_classes, draw_rng)
-    teacher_logits = (None if teacher is None
-                      else teacher.logits(teacher_variables, faces))
+    teacher_probabilities = (None if teacher is None else
+                             teacher.probabilities(teacher_variables, faces))
 
     def loss_fn(params):
       logits, updates = model.apply(
@@ -253,7 +254,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
       else:
         loss = classification_loss(logits, targets, labels, **loss_settings)
       if teacher is not None:
-        loss = teacher.loss(loss, logits, teacher_logits)
+        loss = teacher.loss(loss, logits, teacher_probabilities)
       return loss, (logits, updates['batch_stats'])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(

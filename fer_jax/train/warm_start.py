@@ -93,8 +93,7 @@ def record(config: ml_collections.ConfigDict) -> dict:
     return {'path': path, 'variables_sha256': digest,
             'converted': convert.read_meta(path, config.model.name)}
   source = rundir.RunDir(path, create=False)
-  info = {'path': path, 'checkpoint_step': source.latest_step('best'),
-          'checkpoint_sha256': source.checkpoint_sha256('best')}
+  info = source.best_checkpoint_record()
   if os.path.isfile(source.file(rundir.INIT_FROM)):
     info['init_from'] = source.read_json(rundir.INIT_FROM)
   return info
