@@ -25,9 +25,9 @@ experiments/large_model_sweep.py's):
 
 Both seeds teach as an ensemble with
 `--config.train.distill_from=runs/large_model/seed=0,runs/large_model/seed=1`.
-Pick the teacher on the student's
-selection metric: a more accurate teacher with a weaker rare class passes
-that weakness on (experiments/RESULTS.md, "distilled from vgg_fer").
+Pick the teacher on the student's selection metric: a more accurate teacher
+with a weaker rare class passes that weakness on (experiments/RESULTS.md,
+"distilled from vgg_fer").
 """
 
 import os
