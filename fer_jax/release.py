@@ -8,11 +8,12 @@ Copies what the predictor and `python -m fer_jax.report` need, and nothing
 they do not: config.json, dataset.json, metrics.jsonl, report.json (and
 init_from.json and distill_from.json, for a run that started or learned
 from other weights) and the best checkpoint (model weights only, a few MB;
-the latest checkpoint with its optimizer state stays behind). Writes release.json with the provenance
-given on the command line (a run directory does not know its commit or
-machine), the checkpoint's sha256 (`rundir.RunDir.checkpoint_sha256`) and
-the report's PublicTest / PrivateTest figures, ten-crop too when the
-report has them (run `python -m fer_jax.report --ten_crop` on it first).
+the latest checkpoint with its optimizer state stays behind). Writes
+release.json with the provenance given on the command line (a run
+directory does not know its commit or machine), the checkpoint's sha256
+(`rundir.RunDir.checkpoint_sha256`) and the report's PublicTest /
+PrivateTest figures, ten-crop too when the report has them (run
+`python -m fer_jax.report --ten_crop` on it first).
 A released directory is read-only by convention: `python -m
 fer_jax.report` re-evaluates it into its --out folder and compares with
 the shipped report.json.

@@ -103,17 +103,17 @@ def load(train_config: ml_collections.ConfigDict, class_names: tuple[str, ...]
     return None, None
   trained = [inference.load_trained(rundir.RunDir(workdir, create=False))
              for workdir in workdirs]
-  for workdir, teacher in zip(workdirs, trained):
-    if teacher.class_names != tuple(class_names):
+  for workdir, run in zip(workdirs, trained):
+    if run.class_names != tuple(class_names):
       raise UserError(f'The teacher in {workdir} predicts '
-                      f'{",".join(teacher.class_names)} but this run trains '
-                      f'on {",".join(class_names)}: distill from runs with '
-                      'the same classes (data.classes, FER+ or FER2013).')
-  return Teacher(tuple(teacher.model for teacher in trained),
-                 tuple(teacher.input_spec for teacher in trained),
-                 float(train_config.distill_temperature),
-                 float(train_config.distill_weight)), tuple(
-                     teacher.variables for teacher in trained)
+                      f'{",".join(run.class_names)} but this run trains on '
+                      f'{",".join(class_names)}: distill from runs with the '
+                      'same classes (data.classes, FER+ or FER2013).')
+  teacher = Teacher(tuple(run.model for run in trained),
+                    tuple(run.input_spec for run in trained),
+                    float(train_config.distill_temperature),
+                    float(train_config.distill_weight))
+  return teacher, tuple(run.variables for run in trained)
 
 
 def record(train_config: ml_collections.ConfigDict) -> list[dict]:
