@@ -92,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
   # normalisation scales are never decayed.
   train.weight_decay = 0.0
   train.schedule = 'plateau'  # 'constant', 'cosine' or 'plateau'.
-  train.warmup_epochs = 0  # Linear warm-up before the cosine decay.
+  train.warmup_epochs = 0  # Linear warm-up from 0, before any schedule.
   # Reduce-on-plateau: x plateau_factor after plateau_patience epochs
   # without a better plateau_metric (a validation metric; lower is better
   # for *loss, higher otherwise, as for selection_metric).

@@ -134,6 +134,16 @@ def test_plateau_halves_the_learning_rate(metric, csv_path, tmp_path):
   assert np.allclose(rates, [1e-9, 1e-9, 5e-10, 2.5e-10])
 
 
+def test_plateau_after_a_warm_up(csv_path, tmp_path):
+  config = tiny_config(csv_path, epochs=4, plateau_patience=1,
+                       plateau_metric='val/accuracy', learning_rate=1e-9,
+                       warmup_epochs=1, early_stopping_patience=0)
+  run, _ = loop.train(config, str(tmp_path))
+  rates = [r['learning_rate'] for r in run.read_metrics()]
+  # The last of 5 warm-up steps runs at 4/5 of the rate.
+  assert np.allclose(rates, [8e-10, 1e-9, 5e-10, 2.5e-10])
+
+
 @pytest.mark.parametrize('field', ['selection_metric', 'plateau_metric'])
 def test_metrics_of_the_test_split_are_refused(field, csv_path):
   config = tiny_config(csv_path, **{field: 'test/accuracy'})

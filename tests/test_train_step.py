@@ -135,10 +135,26 @@ def test_cosine_schedule_warms_up_then_decays():
   assert schedule(100) < 1e-6
 
 
-def test_learning_rate_is_readable_and_settable_in_the_state():
-  optimizer = optim.create(_train_config(learning_rate=0.01), 10)
-  opt_state = optimizer.init({'w': jnp.ones((2, 2))})
-  assert np.isclose(opt_state.hyperparams['learning_rate'], 0.01)
+@pytest.mark.parametrize('schedule', ['constant', 'plateau'])
+def test_warm_up_leads_into_every_schedule(schedule):
+  config = _train_config(schedule=schedule, learning_rate=0.1, epochs=10,
+                         warmup_epochs=1)
+  rates = optim.learning_rate_schedule(config, steps_per_epoch=10)
+  assert [float(rates(step)) for step in (0, 5, 10, 100)] == pytest.approx(
+      [0.0, 0.05, 0.1, 0.1])
+
+
+def test_plateau_factor_scales_the_learning_rate_in_the_state():
+  optimizer = optim.create(
+      _train_config(optimizer='sgd', momentum=0.0, learning_rate=0.01), 10)
+  params = {'w': jnp.ones((2, 2))}
+  opt_state = optimizer.init(params)
+  assert np.isclose(optim.learning_rate(opt_state), 0.01)
+  opt_state.hyperparams['plateau_scale'] = jnp.float32(0.5)
+  updates, opt_state = optimizer.update({'w': jnp.ones((2, 2))}, opt_state,
+                                        params)
+  np.testing.assert_allclose(updates['w'], -0.005)
+  assert np.isclose(optim.learning_rate(opt_state), 0.005)
 
 
 def test_reduce_on_plateau_halves_after_patience_epochs():

@@ -15,7 +15,7 @@ from jax.experimental import multihost_utils
 
 from fer_jax import metrics, rundir
 from fer_jax.errors import UserError
-from fer_jax.train import step
+from fer_jax.train import optim, step
 
 
 class PartialEpoch:
@@ -89,7 +89,7 @@ def epoch_record(epoch: int, phase: int, state: step.TrainState,
       'train/loss': float(np.mean(partial['losses'])),
       'train/accuracy': train_metrics['accuracy'],
       'train/macro_f1': train_metrics['macro_f1'],
-      'learning_rate': float(state.opt_state.hyperparams['learning_rate']),
+      'learning_rate': float(optim.learning_rate(state.opt_state)),
       'train_seconds': partial['seconds'],
       'train_images_per_second': images_per_epoch / partial['seconds'],
       **metrics.flat_scalars(val, 'val')}

@@ -376,12 +376,14 @@ class _Trainer:
     if phase.train.schedule == 'plateau':
       factor = self.plateau.scale(record[self.plateau.metric])
       if factor != 1.0:
-        learning_rate = record['learning_rate'] * factor
+        hyperparams = self.state.opt_state.hyperparams
         # A strongly typed float32, as in the state: no recompilation.
-        self.state.opt_state.hyperparams['learning_rate'] = jax.device_put(
-            np.float32(learning_rate), self.replicated)
+        hyperparams['plateau_scale'] = jax.device_put(
+            np.float32(hyperparams['plateau_scale'] * factor),
+            self.replicated)
         logging.info('%s plateaued: learning rate -> %.2g.',
-                     self.plateau.metric, learning_rate)
+                     self.plateau.metric,
+                     optim.learning_rate(self.state.opt_state))
     loop['epoch'] = epoch
     loop['phase_epoch'] += 1
     loop['plateau'] = self.plateau.to_json()

@@ -1,9 +1,10 @@
 """Optimizers and learning-rate schedules from `config.train`, all optax.
 
-The optimizer is wrapped in `optax.inject_hyperparams`, so the current
-learning rate lives in `opt_state.hyperparams['learning_rate']`: it is logged
-from there, checkpointed with the optimizer, and reduce-on-plateau scales it
-between epochs without recompiling the train step.
+The optimizer is wrapped in `optax.inject_hyperparams`, so the schedule's
+learning rate and reduce-on-plateau's factor live in
+`opt_state.hyperparams` (`learning_rate`): they are logged from there,
+checkpointed with the optimizer, and the factor changes between epochs
+without recompiling the train step.
 """
 
 import dataclasses
@@ -37,11 +38,13 @@ def _labels(trainable: frozenset[str], params):
           for name, tree in params.items()}
 
 
-def _optimizer(learning_rate, *, name: str, momentum: float, nesterov: bool,
-               weight_decay: float, trainable: frozenset[str] | None = None
+def _optimizer(learning_rate, plateau_scale, *, name: str, momentum: float,
+               nesterov: bool, weight_decay: float,
+               trainable: frozenset[str] | None = None
                ) -> optax.GradientTransformation:
-  optimizer = _base_optimizer(learning_rate, name=name, momentum=momentum,
-                              nesterov=nesterov, weight_decay=weight_decay)
+  optimizer = _base_optimizer(learning_rate * plateau_scale, name=name,
+                              momentum=momentum, nesterov=nesterov,
+                              weight_decay=weight_decay)
   if trainable is None:
     return optimizer
   # Frozen top-level modules get zero updates and no optimizer state.
@@ -69,21 +72,32 @@ def _base_optimizer(learning_rate, *, name: str, momentum: float,
 
 def learning_rate_schedule(config: ml_collections.ConfigDict,
                            steps_per_epoch: int) -> optax.Schedule | float:
-  """`config.train`'s schedule over steps; 'plateau' starts constant."""
+  """`config.train`'s schedule over steps: a linear warm-up from 0 over
+  `warmup_epochs`, then cosine decay to 0 or (constant, plateau) the
+  learning rate, which reduce-on-plateau scales (`learning_rate`)."""
   if config.schedule not in SCHEDULES:
     raise UserError(f'config.train.schedule={config.schedule!r} is not one '
                     f'of {SCHEDULES}.')
   if config.learning_rate <= 0:
     raise UserError('config.train.learning_rate must be > 0.')
-  if config.schedule != 'cosine':
-    return config.learning_rate
   total_steps = max(config.epochs * steps_per_epoch, 1)
   warmup_steps = min(int(config.warmup_epochs * steps_per_epoch),
                      total_steps - 1)
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0 if warmup_steps else config.learning_rate,
-      peak_value=config.learning_rate, warmup_steps=warmup_steps,
-      decay_steps=total_steps)
+  if config.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warmup_steps else config.learning_rate,
+        peak_value=config.learning_rate, warmup_steps=warmup_steps,
+        decay_steps=total_steps)
+  if warmup_steps:
+    return optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
+  return config.learning_rate
+
+
+def learning_rate(opt_state) -> jax.Array:
+  """The learning rate of the latest step of `opt_state` (of `create`'s
+  optimizer): the schedule's times reduce-on-plateau's factor."""
+  return (opt_state.hyperparams['learning_rate'] *
+          opt_state.hyperparams['plateau_scale'])
 
 
 def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -102,7 +116,7 @@ def create(config: ml_collections.ConfigDict, steps_per_epoch: int,
       _optimizer, static_args=('name', 'momentum', 'nesterov', 'weight_decay',
                                'trainable'))(
           learning_rate=learning_rate_schedule(config, steps_per_epoch),
-          name=config.optimizer, momentum=config.momentum,
+          plateau_scale=1.0, name=config.optimizer, momentum=config.momentum,
           nesterov=config.nesterov, weight_decay=config.weight_decay,
           trainable=trainable)
 
