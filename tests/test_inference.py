@@ -1,5 +1,6 @@
 """Batched forward passes, ten-crop test-time augmentation, evaluation."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,3 +63,19 @@ def test_evaluate_reports_loss_and_metrics():
   assert np.isclose(result['loss'], expected, rtol=1e-5)
   assert np.isclose(result['accuracy'],
                     np.mean(logits.argmax(1) == labels))
+
+
+def test_forward_mflops_counts_a_convolution_exactly():
+  class OneConvolution(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Conv(4, (3, 3), padding='VALID', use_bias=False)(x[..., None])
+
+  model = OneConvolution()
+  image = np.zeros((1, 8, 8), np.float32)
+  variables = model.init(jax.random.key(0), image)
+  # A multiply-add per output pixel (6 x 6), channel and kernel tap.
+  expected = 2 * 6 * 6 * 4 * 3 * 3 / 1e6
+  assert inference.forward_mflops(jax.jit(model.apply), variables,
+                                  image) == expected
