@@ -149,12 +149,12 @@ def test_plateau_factor_scales_the_learning_rate_in_the_state():
       _train_config(optimizer='sgd', momentum=0.0, learning_rate=0.01), 10)
   params = {'w': jnp.ones((2, 2))}
   opt_state = optimizer.init(params)
-  assert np.isclose(optim.learning_rate(opt_state), 0.01)
+  assert np.isclose(optim.current_learning_rate(opt_state), 0.01)
   opt_state.hyperparams['plateau_scale'] = jnp.float32(0.5)
   updates, opt_state = optimizer.update({'w': jnp.ones((2, 2))}, opt_state,
                                         params)
   np.testing.assert_allclose(updates['w'], -0.005)
-  assert np.isclose(optim.learning_rate(opt_state), 0.005)
+  assert np.isclose(optim.current_learning_rate(opt_state), 0.005)
 
 
 def test_reduce_on_plateau_halves_after_patience_epochs():

@@ -89,7 +89,7 @@ def epoch_record(epoch: int, phase: int, state: step.TrainState,
       'train/loss': float(np.mean(partial['losses'])),
       'train/accuracy': train_metrics['accuracy'],
       'train/macro_f1': train_metrics['macro_f1'],
-      'learning_rate': float(optim.learning_rate(state.opt_state)),
+      'learning_rate': float(optim.current_learning_rate(state.opt_state)),
       'train_seconds': partial['seconds'],
       'train_images_per_second': images_per_epoch / partial['seconds'],
       **metrics.flat_scalars(val, 'val')}

@@ -383,7 +383,7 @@ class _Trainer:
             self.replicated)
         logging.info('%s plateaued: learning rate -> %.2g.',
                      self.plateau.metric,
-                     optim.learning_rate(self.state.opt_state))
+                     optim.current_learning_rate(self.state.opt_state))
     loop['epoch'] = epoch
     loop['phase_epoch'] += 1
     loop['plateau'] = self.plateau.to_json()

@@ -1,8 +1,8 @@
 """Optimizers and learning-rate schedules from `config.train`, all optax.
 
 The optimizer is wrapped in `optax.inject_hyperparams`, so the schedule's
-learning rate and reduce-on-plateau's factor live in
-`opt_state.hyperparams` (`learning_rate`): they are logged from there,
+learning rate and reduce-on-plateau's factor live in `opt_state.hyperparams`
+(`current_learning_rate` multiplies them): they are logged from there,
 checkpointed with the optimizer, and the factor changes between epochs
 without recompiling the train step.
 """
@@ -73,17 +73,18 @@ def _base_optimizer(learning_rate, *, name: str, momentum: float,
 def learning_rate_schedule(config: ml_collections.ConfigDict,
                            steps_per_epoch: int) -> optax.Schedule | float:
   """`config.train`'s schedule over steps: a linear warm-up from 0 over
-  `warmup_epochs`, then cosine decay to 0 or (constant, plateau) the
-  learning rate, which reduce-on-plateau scales (`learning_rate`)."""
+  `warmup_epochs`, then cosine decay to 0, or the learning rate held
+  ('constant', 'plateau'; reduce-on-plateau scales it by a factor of its
+  own, see `current_learning_rate`)."""
   if config.schedule not in SCHEDULES:
     raise UserError(f'config.train.schedule={config.schedule!r} is not one '
                     f'of {SCHEDULES}.')
   if config.learning_rate <= 0:
     raise UserError('config.train.learning_rate must be > 0.')
-  total_steps = max(config.epochs * steps_per_epoch, 1)
-  warmup_steps = min(int(config.warmup_epochs * steps_per_epoch),
-                     total_steps - 1)
+  warmup_steps = int(config.warmup_epochs * steps_per_epoch)
   if config.schedule == 'cosine':
+    total_steps = max(config.epochs * steps_per_epoch, 1)
+    warmup_steps = min(warmup_steps, total_steps - 1)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup_steps else config.learning_rate,
         peak_value=config.learning_rate, warmup_steps=warmup_steps,
@@ -93,7 +94,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   return config.learning_rate
 
 
-def learning_rate(opt_state) -> jax.Array:
+def current_learning_rate(opt_state) -> jax.Array:
   """The learning rate of the latest step of `opt_state` (of `create`'s
   optimizer): the schedule's times reduce-on-plateau's factor."""
   return (opt_state.hyperparams['learning_rate'] *

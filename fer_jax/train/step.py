@@ -128,9 +128,8 @@ def multi_target_loss(logits: jnp.ndarray, targets: jnp.ndarray,
   emotion is 1000 times likelier than every right one, its max then picks
   the wrong one, and the gradient raises it further: resnet_small on FER+
   fell into that in its first epoch and stayed at 45% (experiments/
-  RESULTS.md, "FER+ label modes on the H200"). Log-probabilities are
-  finite without it, and the max over the set only ever raises a right
-  emotion.
+  RESULTS.md, "On the H200"). Log-probabilities are finite without it,
+  and the max over the set only ever raises a right emotion.
   """
   log_probabilities = jnp.where(targets > 0, jax.nn.log_softmax(logits),
                                 -jnp.inf)
