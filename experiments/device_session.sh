@@ -40,6 +40,12 @@
 # 1024); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
 # directory with fer2013.csv and fer2013new.csv, instead of unpacking
 # .device/fer.xz); WORK (/tmp/fer_device).
+# Measured (2026-12-04, H200; experiments/BENCHMARKS.md and RESULTS.md, "On
+# the H200"): set-up 20 s, the benchmarks 220 s, then the default 15 runs
+# got 4 epochs each in 155 s. The benchmarks are in BENCHMARKS.md: BENCH=0
+# leaves the sweeps twice the time, and fewer runs get more epochs each
+# (the four FER+ runs alone: 26 epochs in 118 s). A second call while the
+# machine is warm (30 s) resumes the first call's runs under $WORK.
 # Check it here before a device call, on the CPU with small settings (about
 # 4 minutes): BENCH=0 EPOCHS=1 SWEEPS=experiments/ferplus_modes_sweep.py
 # DATA=<a folder with tests/fakedata.py's fer2013.csv and fer2013new.csv>.
