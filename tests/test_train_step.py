@@ -140,7 +140,7 @@ def test_warm_up_leads_into_every_schedule(schedule):
   config = _train_config(schedule=schedule, learning_rate=0.1, epochs=10,
                          warmup_epochs=1)
   rates = optim.learning_rate_schedule(config, steps_per_epoch=10)
-  assert [float(rates(step)) for step in (0, 5, 10, 100)] == pytest.approx(
+  assert [float(rates(count)) for count in (0, 5, 10, 100)] == pytest.approx(
       [0.0, 0.05, 0.1, 0.1])
 
 
