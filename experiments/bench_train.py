@@ -74,6 +74,9 @@ flags.DEFINE_integer('cpu_keep_memory', None, 'config.cpu_keep_memory for '
 flags.DEFINE_integer('profile_ops', 0, 'With N > 0, also trace N JAX steps '
                      'with jax.profiler and print where the step time goes, '
                      'by kind of XLA op (see experiments/BENCHMARKS.md).')
+flags.DEFINE_string('profile_dir', None, 'With --profile_ops: keep the '
+                    'trace (*.xplane.pb) in this folder (default: a temporary '
+                    'one, deleted), e.g. to read a GPU trace elsewhere.')
 flags.DEFINE_string('child', None, 'Internal: run one measurement '
                     '(jax:<model> or torch) and print it as JSON.')
 FLAGS = flags.FLAGS
@@ -132,6 +135,22 @@ def _peak_host_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _print_host_memory(when: str) -> None:
+  """The resident memory by kind: anonymous (what the process allocated),
+  file (mapped libraries, e.g. CUDA's) and shared (Grain's buffers), beside
+  the peak, to stderr (the parent reads stdout). Linux only."""
+  try:
+    with open('/proc/self/status', encoding='utf-8') as f:
+      status = dict(line.split(':', 1) for line in f)
+  except OSError:
+    return
+  mb = {key: int(status[key].split()[0]) / 1024
+        for key in ('VmHWM', 'RssAnon', 'RssFile', 'RssShmem') if key in status}
+  print(f'host memory {when}: ' + ', '.join(
+      f'{key} {value:,.0f} MB' for key, value in mb.items()), file=sys.stderr,
+        flush=True)
+
+
 def _images_per_s(seconds: float) -> float:
   return FLAGS.batch_size * FLAGS.steps / seconds
 
@@ -162,6 +181,7 @@ def _bench_jax(model_name: str) -> Result:
                         compute_dtype=config.train.compute_dtype, **settings)
   optimizer = optim.create(config.train, len(split) // batch_size)
   batch_sharding, replicated = step.data_parallel(jax.devices())
+  _print_host_memory('with the backend started and the data loaded')
   state = step.init_state(model, optimizer, spec, jax.random.key(0),
                           sharding=replicated)
   train_step = jax.jit(step.make_train_step(
@@ -176,6 +196,7 @@ def _bench_jax(model_name: str) -> Result:
   state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - start
+  _print_host_memory('after the first step')
   for _ in range(FLAGS.warmup):
     state, _ = train_step(state, batch, rng)
   jax.block_until_ready(state)
@@ -217,6 +238,7 @@ def _bench_jax(model_name: str) -> Result:
     give_back_as_training_does(i, state)
   jax.block_until_ready(state)
   loop_rate = _images_per_s(time.perf_counter() - start)
+  _print_host_memory('after the loop')
 
   device = jax.devices()[0]
   kind = ('' if device.device_kind == device.platform
@@ -257,7 +279,8 @@ def _print_op_profile(hlo: str, run_steps, steps: int) -> None:
   """Traces `run_steps()` with jax.profiler; prints the time of the XLA ops
   (thunks, summed over the threads that run them) per step, by kind."""
   import jax  # pylint: disable=import-outside-toplevel
-  with tempfile.TemporaryDirectory() as trace_dir:
+  with tempfile.TemporaryDirectory() as temporary_dir:
+    trace_dir = FLAGS.profile_dir or temporary_dir
     jax.profiler.start_trace(trace_dir)
     run_steps()
     jax.profiler.stop_trace()

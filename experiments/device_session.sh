@@ -34,10 +34,15 @@
 # at 1.8x a resnet_small's FLOPs counted as one each and cosine over the
 # call's epochs instead of their recipe's plateau, their 142 MiB best
 # checkpoints too large to come back (their sha256 does); a file named
-# ferplus* gets the FER+ votes); EPOCHS (of every run; 'auto': as many as the
+# ferplus* gets the FER+ votes; a file followed by @key=value overrides
+# gives them to its runs alone, e.g.
+# experiments/ferplus_modes_sweep.py@train.epochs=30@seed=1); EPOCHS (of
+# every run without its own train.epochs; 'auto': as many as the
 # budget allows at the measured speed, at most MAX_EPOCHS=100); BENCH (1: measure throughput first; 0: skip it, for
 # a rerun with EPOCHS set); BENCH_STEPS (300 at batch 64, a third of that at
-# 1024); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
+# 1024); PROFILE (1: before the sweeps, trace 20 steps of resnet_small at
+# batch 1024 in bf16, print where the time goes and the host memory by kind,
+# and send the trace back as profile/*.xplane.pb); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
 # directory with fer2013.csv and fer2013new.csv, instead of unpacking
 # .device/fer.xz); WORK (/tmp/fer_device).
 # Measured (2026-12-04, H200; experiments/BENCHMARKS.md and RESULTS.md, "On
@@ -56,12 +61,21 @@ SWEEPS=${SWEEPS:-experiments/accuracy_ablation_sweep.py experiments/large_model_
 EPOCHS=${EPOCHS:-auto}
 MAX_EPOCHS=${MAX_EPOCHS:-100}
 BENCH=${BENCH:-1}
+PROFILE=${PROFILE:-0}
 BENCH_STEPS=${BENCH_STEPS:-300}
 SWEEP_FLAGS=${SWEEP_FLAGS:-}
 WORK=${WORK:-/tmp/fer_device}
 OUT=${OUT:-$WORK/out}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 TRAIN_IMAGES=28709
+# SWEEPS without the @key=value suffixes, which go to overrides_of.
+declare -A overrides_of
+sweep_files=()
+for item in $SWEEPS; do
+  sweep_files+=("${item%%@*}")
+  [ "$item" = "${item%%@*}" ] || overrides_of[${item%%@*}]=${item#*@}
+done
+SWEEPS=${sweep_files[*]}
 
 cd "$(dirname "$0")/.."
 mkdir -p "$WORK" "$OUT"
@@ -109,6 +123,14 @@ if [ "$BENCH" = 1 ]; then
   timeout 60 python3 experiments/bench_depthwise.py --notorch \
       | tee "$WORK/bench_depthwise.txt"
 fi
+if [ "$PROFILE" = 1 ]; then
+  stage "issue 7: where the batch-1024 step's time and the host memory go"
+  timeout 120 python3 experiments/bench_train.py --model=resnet_small \
+      --batch_size=1024 --steps=34 --augment_where=device \
+      --compute_dtype=bfloat16 --workers=8 --data="$DATA/fer2013.csv" \
+      --notorch --profile_ops=20 --profile_dir="$WORK/profile" 2>&1 \
+      | tee "$WORK/bench_profile.txt"
+fi
 
 stage "issue 6: $SWEEPS"
 # The flags every sweep gets: data, the sweep's epochs, device augmentation.
@@ -123,7 +145,11 @@ sweep_flags() {
     # epochs there, as on the CPU.
     large_model*) flags+=(--config.train.schedule=cosine);;
   esac
-  [ "$EPOCHS" = auto ] || flags+=(--config.train.epochs="$EPOCHS")
+  local overrides=()
+  IFS=@ read -ra overrides <<< "${overrides_of[$1]:-}"
+  [ "$EPOCHS" = auto ] || [[ " ${overrides[*]} " = *" train.epochs="* ]] \
+      || flags+=(--config.train.epochs="$EPOCHS")
+  flags+=("${overrides[@]/#/--config.}")
   # shellcheck disable=SC2206  # SWEEP_FLAGS is a list of flags.
   flags+=($SWEEP_FLAGS)
   printf '%s\n' "${flags[@]}"
@@ -154,8 +180,8 @@ if [ "$EPOCHS" = auto ]; then
 fi
 deadline=$(($(left) - REPORTS_S))
 [ "$deadline" -gt 30 ] || { echo "no time left for the sweeps"; exit 1; }
-echo "$total runs (at once on a GPU), $EPOCHS epochs each, stopped after" \
-    "$deadline s"
+echo "$total runs (at once on a GPU), $EPOCHS epochs each (but those with" \
+    "their own train.epochs), stopped after $deadline s"
 # Every run's share of the GPU's memory, whichever sweep it is in.
 export XLA_PYTHON_CLIENT_MEM_FRACTION
 XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $total, 3))")
@@ -201,13 +227,18 @@ names=$(for sweep in $SWEEPS; do basename "$sweep" .py; done)
 cd "$WORK" || exit 1
 # Empty when BENCH=0, rather than the pattern itself as a missing file.
 mapfile -t benches < <(compgen -G 'bench_*.txt')
+# PROFILE's trace travels whole; the checkpoints get what it leaves.
+profile_mib=0
+[ -d profile ] && profile_mib=$(du -sm profile | cut -f1)
 # shellcheck disable=SC2086  # One directory per sweep.
 if ! python3 "$OLDPWD/experiments/device_results.py" --work=. \
-    --list=results.list --max_mib=56 "${benches[@]}" $names; then
+    --list=results.list --max_mib=$((56 - profile_mib)) "${benches[@]}" \
+    $names; then
   echo "device_results.py failed: sending the runs without checkpoints"
   find "${benches[@]}" $names -path '*/checkpoints' -prune -o -type f -print \
       > results.list
 fi
+[ -d profile ] && find profile -type f >> results.list
 tar -cf - -T results.list | xz -T0 -3 \
     | split -b 15m -d - "$OUT/runs.tar.xz.part-"
 ls -l "$OUT"
