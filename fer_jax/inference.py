@@ -104,10 +104,15 @@ def forward_mflops(logits_fn, variables, image: np.ndarray) -> float:
   """XLA's cost analysis of the jitted forward pass on `image` ([1, H, W]);
   a multiply-add counts as two FLOPs.
 
-  Of the lowered program, before the backend compiles it: compiled for a
-  GPU, its convolutions become cuDNN calls that the analysis does not count
-  (resnet_small's 512 MFLOPs read 3.4 on the H200)."""
-  cost = logits_fn.lower(variables, image).cost_analysis()
+  Of the program lowered for the CPU, whatever device runs it: compiled for
+  a GPU, its convolutions become cuDNN calls that the analysis does not
+  count (resnet_small's 512 MFLOPs read 3.4 on the H200), and a GPU's
+  lowered program has no cost analysis (the CUDA plugin does not offer it).
+  Only shapes travel: nothing is copied to the CPU."""
+  cpu = jax.sharding.SingleDeviceSharding(jax.devices('cpu')[0])
+  on_cpu = lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=cpu)
+  cost = logits_fn.lower(*jax.tree.map(on_cpu, (variables, image))
+                         ).cost_analysis()
   return cost['flops'] / 1e6
 
 
