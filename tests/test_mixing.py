@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from scipy import stats
 
 import fakedata
 from fer_jax import models
@@ -84,6 +85,26 @@ def test_both_alphas_switch_between_mixup_and_cutmix_per_batch():
     assert blended or pasted.all()
     kinds.add('mixup' if blended and not pasted.all() else 'cutmix')
   assert kinds == {'mixup', 'cutmix'}
+
+
+@pytest.mark.parametrize('alpha', [0.2, 1.0, 4.0])
+def test_symmetric_beta_draws_beta_alpha_alpha(alpha):
+  keys = jax.random.split(jax.random.key(0), 20_000)
+  draws = np.asarray(jax.jit(jax.vmap(
+      lambda key: mixing.symmetric_beta(key, alpha)))(keys))
+  # float32 like the draws: at alpha = 0.2 about 2% of them round to 1.0.
+  reference = np.random.default_rng(0).beta(alpha, alpha, 20_000)
+  assert np.isfinite(draws).all() and ((draws >= 0) & (draws <= 1)).all()
+  assert stats.ks_2samp(draws, reference.astype(np.float32)).pvalue > 0.01
+
+
+@pytest.mark.parametrize('alphas', [(0.2, 0.0), (0.0, 1.0), (0.2, 1.0)])
+def test_mixing_has_no_while_loop_on_a_gpu(alphas):
+  # A GPU waits on the host at every loop iteration (mixing.py's docstring);
+  # jax.random.beta lowers to two loops there. Lowering needs no GPU.
+  lowered = jax.jit(mixing.mix, static_argnums=(2, 3)).trace(
+      IMAGES, jax.random.key(0), *alphas).lower(lowering_platforms=('cuda',))
+  assert 'stablehlo.while' not in lowered.as_text()
 
 
 @pytest.mark.parametrize('name, value', [('mixup_alpha', -0.1),
