@@ -275,9 +275,30 @@ def _op_kind(hlo: str, name: str) -> str:
   return 'elementwise / reductions (BN, ReLU, Adam, ...)'
 
 
+# GPU kernels by name (XLA's fusions are named after their root, cuDNN's
+# and cuBLAS's after the library), first match wins.
+_KERNEL_KINDS = (
+    (('xmma', 'cudnn', 'convolve', 'implicitgemm'),
+     'convolutions (cuDNN: forward, input and kernel gradients)'),
+    (('nvjet', 'cublas', 'gemm'), 'matmuls (cuBLAS)'),
+    (('memcpy', 'memset'), 'copies'),
+    (('scatter',), 'max-pool gradient (scatter)'),
+    (('reduce_window',), 'max-pool (reduce-window)'),
+    (('reduce',), 'reductions (BN statistics and their gradients, loss)'),
+)
+
+
+def _kernel_kind(name: str) -> str:
+  """What the GPU kernel `name` computes, from its name alone."""
+  lowered = name.lower()
+  for words, kind in _KERNEL_KINDS:
+    if any(word in lowered for word in words):
+      return kind
+  return 'elementwise fusions (BN, ReLU, Adam, augmentation, ...)'
+
+
 def _print_op_profile(hlo: str, run_steps, steps: int) -> None:
-  """Traces `run_steps()` with jax.profiler; prints the time of the XLA ops
-  (thunks, summed over the threads that run them) per step, by kind."""
+  """Traces `run_steps()` with jax.profiler and prints `op_profile`."""
   import jax  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as temporary_dir:
     trace_dir = FLAGS.profile_dir or temporary_dir
@@ -287,23 +308,49 @@ def _print_op_profile(hlo: str, run_steps, steps: int) -> None:
     [path] = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'),
                        recursive=True)
     profile = jax.profiler.ProfileData.from_file(path)
+  print('\n'.join(op_profile(profile, hlo, steps)), file=sys.stderr)
+
+
+def op_profile(profile, hlo: str, steps: int) -> list[str]:
+  """The time per step by kind of op in a `jax.profiler.ProfileData` of
+  `steps` steps: on a GPU its kernels (and how busy it was), on the CPU
+  the XLA thunks of `hlo` (the compiled step's text), summed over the
+  threads that run them."""
+  lines = []
+  show = lines.append
+  gpus = [plane for plane in profile.planes
+          if plane.name.startswith('/device:GPU')]
   by_op = collections.Counter()
-  for plane in profile.planes:
-    for line in plane.lines:
-      for event in line.events:
-        if not any(word in event.name for word in ('Execute', 'Await', '$')):
-          by_op[event.name] += event.duration_ns / 1e6 / steps
+  if gpus:
+    kernels = [event for plane in gpus for line in plane.lines
+               for event in line.events]
+    for kernel in kernels:
+      by_op[kernel.name] += kernel.duration_ns / 1e6 / steps
+    span = (max(k.start_ns + k.duration_ns for k in kernels)
+            - min(k.start_ns for k in kernels)) / 1e6 / steps
+    show(f'GPU busy {sum(by_op.values()):,.2f} ms of each {span:,.2f} ms '
+         f'step, {len(kernels) // steps} kernels a step')
+    kind_of = _kernel_kind
+  else:
+    for plane in profile.planes:
+      for line in plane.lines:
+        for event in line.events:
+          if not any(word in event.name
+                     for word in ('Execute', 'Await', '$')):
+            by_op[event.name] += event.duration_ns / 1e6 / steps
+    kind_of = functools.partial(_op_kind, hlo)
   by_kind = collections.Counter()
   for name, ms in by_op.items():
-    by_kind[_op_kind(hlo, name)] += ms
+    by_kind[kind_of(name)] += ms
   total = sum(by_kind.values())
-  show = functools.partial(print, file=sys.stderr)  # The parent reads stdout.
-  show(f'Op time per step, summed over threads: {total:,.0f} ms')
+  show(f'Op time per step{"" if gpus else ", summed over threads"}: '
+       f'{total:,.2f} ms')
   for kind, ms in by_kind.most_common():
-    show(f'  {ms:8,.0f} ms {100 * ms / total:5.1f}%  {kind}')
+    show(f'  {ms:8,.2f} ms {100 * ms / total:5.1f}%  {kind}')
   show('  Largest ops:')
   for name, ms in by_op.most_common(8):
-    show(f'  {ms:8,.0f} ms  {name}: {_op_kind(hlo, name)}')
+    show(f'  {ms:8,.2f} ms  {name[:100]}: {kind_of(name)}')
+  return lines
 
 
 # ----------------------------------------------------------------- PyTorch.

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -39,3 +40,35 @@ def test_benchmark_prints_a_row_per_framework_and_the_ratio(tmp_path):
     # Of the unrounded rates.
     assert float(ratio) == pytest.approx(
         float(jax_rate) / float(torch_rate), rel=0.02, abs=0.006)
+
+
+def test_op_profile_of_a_gpu_trace_groups_its_kernels_by_kind():
+  spec = importlib.util.spec_from_file_location(
+      'bench_train', os.path.join(ROOT, 'experiments', 'bench_train.py'))
+  bench_train = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench_train)
+  event = lambda name, start_ms, ms: types.SimpleNamespace(
+      name=name, start_ns=start_ms * 1e6, duration_ns=ms * 1e6)
+  plane = lambda name, *events: types.SimpleNamespace(
+      name=name, lines=[types.SimpleNamespace(events=list(events))])
+  # Two steps; the host's events are not the GPU's time.
+  profile = types.SimpleNamespace(planes=[
+      plane('/host:CPU', event('PjitFunction(train_step)', 0, 9)),
+      plane('/device:GPU:0',
+            event('sm90_xmma_fprop_implicit_gemm_bf16', 0, 2),
+            event('input_reduce_fusion_9', 2, 1.2),
+            event('loop_add_fusion_2', 3.2, 0.5),
+            event('sm90_xmma_dgrad_implicit_gemm_bf16', 4, 2),
+            event('input_scatter_fusion', 6, 1.5),
+            event('loop_add_fusion_2', 7.5, 0.5))])
+  lines = bench_train.op_profile(profile, '', steps=2)
+  assert lines[:6] == [
+      'GPU busy 3.85 ms of each 4.00 ms step, 3 kernels a step',
+      'Op time per step: 3.85 ms',
+      '      2.00 ms  51.9%  convolutions (cuDNN: forward, input and '
+      'kernel gradients)',
+      '      0.75 ms  19.5%  max-pool gradient (scatter)',
+      '      0.60 ms  15.6%  reductions (BN statistics and their '
+      'gradients, loss)',
+      '      0.50 ms  13.0%  elementwise fusions (BN, ReLU, Adam, '
+      'augmentation, ...)']
