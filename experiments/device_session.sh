@@ -29,28 +29,33 @@
 #   python experiments/results_entry.py ...   # RESULTS.md entries
 #
 # Settings (environment): BUDGET_S (seconds from the start, 520); SWEEPS
-# (sweep files, all trained at once; default the accuracy ablation, the
-# large model's two seeds and the FER+ modes: 15 runs, the two vgg_fer runs
-# at 1.8x a resnet_small's FLOPs counted as one each and cosine over the
-# call's epochs instead of their recipe's plateau, their 142 MiB best
-# checkpoints too large to come back (their sha256 does); a file named
-# ferplus* gets the FER+ votes; a file followed by @key=value overrides
-# gives them to its runs alone, e.g.
-# experiments/ferplus_modes_sweep.py@train.epochs=30@seed=1); EPOCHS (of
-# every run without its own train.epochs; 'auto': as many as the
-# budget allows at the measured speed, at most MAX_EPOCHS=100); BENCH (1: measure throughput first; 0: skip it, for
-# a rerun with EPOCHS set); BENCH_STEPS (300 at batch 64, a third of that at
-# 1024); PROFILE (1: before the sweeps, trace 20 steps of resnet_small at
+# (sweep files, all trained at once; default the accuracy ablation, the large
+# model's two seeds and the FER+ modes: 15 runs, the two vgg_fer runs at 1.8x
+# a resnet_small's FLOPs counted as one each and cosine over the call's
+# epochs instead of their recipe's plateau, their 142 MiB best checkpoints
+# too large to come back (their sha256 does); a file named ferplus* gets the
+# FER+ votes; a file followed by @key=value overrides gives them to its runs
+# alone, e.g. experiments/ferplus_modes_sweep.py@train.epochs=30@seed=1);
+# EPOCHS (of every run without its own train.epochs; 'auto': as many as the
+# budget allows at the measured speed, at most MAX_EPOCHS=100); BENCH (1:
+# measure throughput first; 0: skip it, for a rerun with EPOCHS set);
+# BENCH_STEPS (300 at batch 64, a third of that at 1024, a sixth for MEMORY's
+# runs); PROFILE (1: before the sweeps, trace 20 steps of resnet_small at
 # batch 1024 in bf16, print where the time goes and the host memory by kind,
-# and send the trace back as profile/*.xplane.pb); SWEEP_FLAGS (more --config.* overrides for every sweep); DATA (a
-# directory with fer2013.csv and fer2013new.csv, instead of unpacking
-# .device/fer.xz); WORK (/tmp/fer_device).
+# and send the trace back as profile/*.xplane.pb); MEMORY (1: before the
+# sweeps, resnet_small's host memory by kind three ways, to tell what holds
+# it: compiled in the process, loaded from the compilation cache, compiled
+# without autotuning); SWEEP_FLAGS (more --config.* overrides for every
+# sweep); DATA (a directory with fer2013.csv and fer2013new.csv, instead of
+# unpacking .device/fer.xz); WORK (/tmp/fer_device).
 # Measured (2026-12-04, H200; experiments/BENCHMARKS.md and RESULTS.md, "On
-# the H200"): set-up 20 s, the benchmarks 220 s, then the default 15 runs
-# got 4 epochs each in 155 s. The benchmarks are in BENCHMARKS.md: BENCH=0
-# leaves the sweeps twice the time, and fewer runs get more epochs each
-# (the four FER+ runs alone: 26 epochs in 118 s). A second call while the
-# machine is warm (30 s) resumes the first call's runs under $WORK.
+# the H200" and its second session): set-up 20 s, the benchmarks 220 s,
+# PROFILE 54 s; the default 15 runs got 4 epochs each in 155 s; with
+# BENCH=0, 6 resnet_small runs of 25 epochs and 2 vgg_fer runs of 60 took
+# 4 and 7 minutes (6-7 s and 3.2 s an epoch) beside 3 mixup/CutMix runs
+# (slowed then, fixed at 2ade7ce), the 11 reports 50 s. A
+# second call while the machine is warm (30 s) resumes the first call's
+# runs under $WORK.
 # Check it here before a device call, on the CPU with small settings (about
 # 4 minutes): BENCH=0 EPOCHS=1 SWEEPS=experiments/ferplus_modes_sweep.py
 # DATA=<a folder with tests/fakedata.py's fer2013.csv and fer2013new.csv>.
@@ -62,6 +67,7 @@ EPOCHS=${EPOCHS:-auto}
 MAX_EPOCHS=${MAX_EPOCHS:-100}
 BENCH=${BENCH:-1}
 PROFILE=${PROFILE:-0}
+MEMORY=${MEMORY:-0}
 BENCH_STEPS=${BENCH_STEPS:-300}
 SWEEP_FLAGS=${SWEEP_FLAGS:-}
 WORK=${WORK:-/tmp/fer_device}
@@ -130,6 +136,25 @@ if [ "$PROFILE" = 1 ]; then
       --compute_dtype=bfloat16 --workers=8 --data="$DATA/fer2013.csv" \
       --notorch --profile_ops=20 --profile_dir="$WORK/profile" 2>&1 \
       | tee "$WORK/bench_profile.txt"
+fi
+if [ "$MEMORY" = 1 ]; then
+  stage "issue 7: what the JAX process's host memory holds"
+  # $1: what the run is; the rest: its environment (env's arguments).
+  memory_run() {
+    echo "--- $1"
+    env "${@:2}" timeout 100 python3 experiments/bench_train.py \
+        --model=resnet_small --batch_size=64 --steps=$((BENCH_STEPS / 6)) \
+        --augment_where=device --workers=8 --data="$DATA/fer2013.csv" \
+        --notorch 2>&1 \
+        | grep -E '^host memory|^\| jax'
+  }
+  { memory_run "compiled in the process (an empty cache)" \
+        JAX_COMPILATION_CACHE_DIR="$WORK/memory_cache"
+    memory_run "loaded from the compilation cache" \
+        JAX_COMPILATION_CACHE_DIR="$WORK/memory_cache"
+    memory_run "compiled without autotuning (no cache)" \
+        -u JAX_COMPILATION_CACHE_DIR XLA_FLAGS=--xla_gpu_autotune_level=0
+  } | tee "$WORK/bench_memory.txt"
 fi
 
 stage "issue 6: $SWEEPS"
