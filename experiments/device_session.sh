@@ -35,7 +35,9 @@
 # epochs instead of their recipe's plateau, their 142 MiB best checkpoints
 # too large to come back (their sha256 does); a file named ferplus* gets the
 # FER+ votes; a file followed by @key=value overrides gives them to its runs
-# alone, e.g. experiments/ferplus_modes_sweep.py@train.epochs=30@seed=1);
+# alone, e.g. experiments/ferplus_modes_sweep.py@train.epochs=30@seed=1, and
+# @run=<name> (repeated) trains only the runs named, e.g.
+# experiments/accuracy_ablation_sweep.py@run=mixup@run=cutmix);
 # EPOCHS (of every run without its own train.epochs; 'auto': as many as the
 # budget allows at the measured speed, at most MAX_EPOCHS=100); BENCH (1:
 # measure throughput first; 0: skip it, for a rerun with EPOCHS set);
@@ -170,11 +172,16 @@ sweep_flags() {
     # epochs there, as on the CPU.
     large_model*) flags+=(--config.train.schedule=cosine);;
   esac
-  local overrides=()
+  local overrides=() override
   IFS=@ read -ra overrides <<< "${overrides_of[$1]:-}"
   [ "$EPOCHS" = auto ] || [[ " ${overrides[*]} " = *" train.epochs="* ]] \
       || flags+=(--config.train.epochs="$EPOCHS")
-  flags+=("${overrides[@]/#/--config.}")
+  for override in "${overrides[@]}"; do
+    case $override in
+      run=*) flags+=(--"$override");;  # fer_jax.sweep's run selection.
+      *) flags+=(--config."$override");;
+    esac
+  done
   # shellcheck disable=SC2206  # SWEEP_FLAGS is a list of flags.
   flags+=($SWEEP_FLAGS)
   printf '%s\n' "${flags[@]}"

@@ -4,7 +4,8 @@
       --workdir=runs/resnet_small_sweep \
       --config.data.path=../shared/datasets/fer2013/fer2013.tar.gz
 
-`--config.*` overrides apply to every run (e.g. `--config.train.epochs=2`).
+`--config.*` overrides apply to every run (e.g. `--config.train.epochs=2`);
+`--run=<name>` (repeated) trains only the runs named.
 Each run trains in <workdir>/<run name>/; re-running the same command skips
 finished runs and resumes the others. Tables: <workdir>/summary.md, .csv.
 """
@@ -30,6 +31,9 @@ flags.DEFINE_integer('runs_per_device', 1,
                      'With --parallel=devices, runs trained at once on each '
                      'GPU, sharing its memory equally (small models on a '
                      'large GPU).', lower_bound=1)
+flags.DEFINE_multi_string('run', [], 'Train only this run of the sweep (a '
+                          'name as --dry_run prints it); repeat for more. '
+                          'Default: every run.')
 flags.DEFINE_bool('dry_run', False, 'Print the run names and exit.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -42,7 +46,8 @@ def main(argv):
   with cli.exits_on_user_errors():
     sweep = sweeps.Sweep.load(config_flags.get_config_filename(config_flag),
                               flags.FLAGS.config,
-                              config_flags.get_override_values(config_flag))
+                              config_flags.get_override_values(config_flag)
+                              ).only(flags.FLAGS.run)
     if flags.FLAGS.dry_run:
       print('\n'.join(run.name for run in sweep.runs))
       return

@@ -28,7 +28,7 @@ import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -161,6 +161,18 @@ class Sweep:
         raise UserError(f'Sweep run {name}: {e}') from None
       runs.append(Run(name, overrides, config))
     return cls(config_file, dict(global_overrides), runs)
+
+  def only(self, names: Sequence[str]) -> 'Sweep':
+    """This sweep with the runs named in `names` alone (all if empty)."""
+    known = [run.name for run in self.runs]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+      raise UserError(f'--run={unknown[0]}: no such run in '
+                      f'{self.config_file}; its runs: {", ".join(known)}.')
+    if not names:
+      return self
+    return dataclasses.replace(
+        self, runs=[run for run in self.runs if run.name in names])
 
   def main_command(self, run: Run, workdir: str) -> list[str]:
     """The `python -m fer_jax.main` command line that trains `run`."""

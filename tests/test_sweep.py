@@ -228,3 +228,17 @@ def test_runs_share_each_gpu(slots, runs_per_device, fraction, expected,
       sweep, sweep.runs, str(tmp_path), runs_per_device) == {}
   assert seen == expected
   assert peak[0] == (len(slots) * runs_per_device if slots != [''] else 1)
+
+
+def test_run_flag_picks_runs_and_names_the_sweeps_runs_when_unknown(tmp_path):
+  sweep = _experiment('accuracy_ablation')
+  result = _sweep_command(f'--config={sweep}', f'--workdir={tmp_path}',
+                          '--dry_run', '--run=mixup', '--run=all')
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ['mixup', 'all']  # The sweep's order.
+  result = _sweep_command(f'--config={sweep}', f'--workdir={tmp_path}',
+                          '--dry_run', '--run=mixpu')
+  assert result.returncode == 2
+  assert result.stderr.splitlines()[-1] == (
+      f'error: --run=mixpu: no such run in {sweep}; its runs: base, '
+      'label_smoothing, erasing, mixup, cutmix, ema, adamw, plateau, all.')
