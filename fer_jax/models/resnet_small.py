@@ -13,8 +13,6 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fer_jax.models import pooling
-
 
 class ResidualBlock(nn.Module):
   """conv-BN-ReLU, conv-BN, plus a (projected) skip, then ReLU."""
@@ -57,7 +55,7 @@ class ResNetSmall(nn.Module):
                              dtype=self.dtype)(x))
     for features in self.block_features:
       x = ResidualBlock(features, dtype=self.dtype)(x, train)
-      x = pooling.max_pool_2x2(x)
+      x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.pooling == 'gap':
       x = jnp.mean(x, axis=(1, 2))
