@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 from absl import app, flags
@@ -217,7 +218,8 @@ def _bench_jax(model_name: str) -> Result:
       for _ in range(FLAGS.profile_ops):
         state, _ = train_step(state, batch, rng)
       jax.block_until_ready(state)
-    _print_op_profile(train_step.lower(state, batch, rng).compile().as_text(),
+    _print_op_profile(
+        lambda: train_step.lower(state, batch, rng).compile().as_text(),
                       run_steps, FLAGS.profile_ops)
 
   # The loop: Grain pipeline, prefetch to the device, step.
@@ -297,7 +299,8 @@ def _kernel_kind(name: str) -> str:
   return 'elementwise fusions (BN, ReLU, Adam, augmentation, ...)'
 
 
-def _print_op_profile(hlo: str, run_steps, steps: int) -> None:
+def _print_op_profile(compiled_text: Callable[[], str], run_steps,
+                      steps: int) -> None:
   """Traces `run_steps()` with jax.profiler and prints `op_profile`."""
   import jax  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as temporary_dir:
@@ -308,13 +311,16 @@ def _print_op_profile(hlo: str, run_steps, steps: int) -> None:
     [path] = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'),
                        recursive=True)
     profile = jax.profiler.ProfileData.from_file(path)
-  print('\n'.join(op_profile(profile, hlo, steps)), file=sys.stderr)
+  print('\n'.join(op_profile(profile, compiled_text, steps)),
+        file=sys.stderr)
 
 
-def op_profile(profile, hlo: str, steps: int) -> list[str]:
+def op_profile(profile, compiled_text: Callable[[], str],
+               steps: int) -> list[str]:
   """The time per step by kind of op in a `jax.profiler.ProfileData` of
   `steps` steps: on a GPU its kernels (and how busy it was), on the CPU
-  the XLA thunks of `hlo` (the compiled step's text), summed over the
+  the XLA thunks of `compiled_text()` (the step's compiled HLO; it
+  compiles the step again, so only the CPU asks for it), summed over the
   threads that run them."""
   lines = []
   show = lines.append
@@ -338,7 +344,7 @@ def op_profile(profile, hlo: str, steps: int) -> list[str]:
           if not any(word in event.name
                      for word in ('Execute', 'Await', '$')):
             by_op[event.name] += event.duration_ns / 1e6 / steps
-    kind_of = functools.partial(_op_kind, hlo)
+    kind_of = functools.partial(_op_kind, compiled_text())
   by_kind = collections.Counter()
   for name, ms in by_op.items():
     by_kind[kind_of(name)] += ms

@@ -61,7 +61,7 @@ def test_op_profile_of_a_gpu_trace_groups_its_kernels_by_kind():
             event('sm90_xmma_dgrad_implicit_gemm_bf16', 4, 2),
             event('input_scatter_fusion', 6, 1.5),
             event('loop_add_fusion_2', 7.5, 0.5))])
-  lines = bench_train.op_profile(profile, '', steps=2)
+  lines = bench_train.op_profile(profile, lambda: '', steps=2)
   assert lines[:6] == [
       'GPU busy 3.85 ms of each 4.00 ms step, 3 kernels a step',
       'Op time per step: 3.85 ms',

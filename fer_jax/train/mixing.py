@@ -12,8 +12,8 @@ is lam * CE(own labels) + (1 - lam) * CE(partner labels)
 own, unmixed labels.
 
 `lam` comes from `symmetric_beta`, not `jax.random.beta`: that one samples
-its Gammas by rejection in while loops (7 per draw), and on a GPU every
-loop iteration waits on the host. With other runs sharing the GPU the wait
+its Gammas by rejection in while loops (two per draw on a GPU), and there
+every loop iteration waits on the host. With other runs sharing the GPU the wait
 is long: in the H200 sweeps of experiments/RESULTS.md the mixup and CutMix
 runs trained an epoch in 55-70 s beside the others' 6-7 s, and in 4 s once
 alone.
