@@ -13,10 +13,10 @@ own, unmixed labels.
 
 `lam` comes from `symmetric_beta`, not `jax.random.beta`: that one samples
 its Gammas by rejection in while loops (two per draw on a GPU), and there
-every loop iteration waits on the host. With other runs sharing the GPU the wait
-is long: in the H200 sweeps of experiments/RESULTS.md the mixup and CutMix
-runs trained an epoch in 55-70 s beside the others' 6-7 s, and in 4 s once
-alone.
+every loop iteration waits on the host. With other runs sharing the GPU
+the wait is long: in the H200 sweeps of experiments/RESULTS.md the mixup
+and CutMix runs trained an epoch in 41-67 s beside the others' 3.1-7.5 s,
+and in 3.8-4.2 s once alone.
 """
 
 import math
