@@ -30,7 +30,7 @@ def get_config():
   config.data.label_mode = 'crossentropy'
   config.model.init_from = PRETRAINED_DIR
   config.train.update(
-      epochs=10, learning_rate=1e-3, warmup_epochs=1, schedule='cosine',
+      epochs=10, learning_rate=1e-3, warmup_epochs=1.0, schedule='cosine',
       ema_decay=0.998, early_stopping_patience=0,
       selection_metric='val/accuracy')
   return config

@@ -31,5 +31,5 @@ def get_config():
   config.train.optimizer = 'adamw'
   config.train.weight_decay = 0.05  # Decoupled (AdamW).
   config.train.schedule = 'cosine'
-  config.train.warmup_epochs = 1
+  config.train.warmup_epochs = 1.0
   return config

@@ -58,7 +58,7 @@ def get_config():
   config = sweeps.load_config(RESNET_SMALL)
   config.train.update(
       epochs=100, optimizer='sgd', nesterov=True, momentum=0.9,
-      learning_rate=0.05, schedule='cosine', warmup_epochs=1,
+      learning_rate=0.05, schedule='cosine', warmup_epochs=1.0,
       weight_decay=5e-4, early_stopping_patience=0,
       selection_metric='val/accuracy')
   return config

@@ -45,9 +45,10 @@
 # runs); PROFILE (1: before the sweeps, trace 20 steps of resnet_small at
 # batch 1024 in bf16, print where the time goes and the host memory by kind,
 # and send the trace back as profile/*.xplane.pb); MEMORY (1: before the
-# sweeps, resnet_small's host memory by kind three ways, to tell what holds
+# sweeps, resnet_small's host memory by kind four ways, to tell what holds
 # it: compiled in the process, loaded from the compilation cache, compiled
-# without autotuning); SWEEP_FLAGS (more --config.* overrides for every
+# without autotuning, without CUDA graphs; and a program of one convolution,
+# the CUDA runtime's floor); SWEEP_FLAGS (more --config.* overrides for every
 # sweep); DATA (a directory with fer2013.csv and fer2013new.csv, instead of
 # unpacking .device/fer.xz); WORK (/tmp/fer_device).
 # Measured (2026-12-04, H200; experiments/BENCHMARKS.md and RESULTS.md, "On
@@ -89,6 +90,8 @@ cd "$(dirname "$0")/.."
 mkdir -p "$WORK" "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 log_pid=$!
+# session.log complete before the call returns, on every exit path.
+trap 'exec >&- 2>&-; wait "$log_pid"' EXIT
 export PYTHONUNBUFFERED=1
 # Every process and run compiles the same evaluation programs (and the
 # ablation's runs the same model): XLA's persistent cache compiles each once.
@@ -99,7 +102,8 @@ left() { echo $((BUDGET_S - SECONDS)); }
 stage() { echo; echo "=== $* (at ${SECONDS} s, $(left) s left)"; }
 
 stage "setup: commit $COMMIT"
-if ! python3 -c 'import grain, ml_collections, tensorboardX' 2>/dev/null; then
+if ! python3 -c 'import grain, array_record, ml_collections, tensorboardX, portpicker' \
+    2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
       --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
@@ -156,6 +160,21 @@ if [ "$MEMORY" = 1 ]; then
         JAX_COMPILATION_CACHE_DIR="$WORK/memory_cache"
     memory_run "compiled without autotuning (no cache)" \
         -u JAX_COMPILATION_CACHE_DIR XLA_FLAGS=--xla_gpu_autotune_level=0
+    memory_run "compiled without CUDA graphs (no cache)" \
+        -u JAX_COMPILATION_CACHE_DIR XLA_FLAGS=--xla_gpu_enable_command_buffer=
+    echo "--- the CUDA runtime alone: one convolution's gradient, no model"
+    # What any JAX program on this GPU holds (CUDA context, cuDNN, cuBLAS):
+    # the floor under the runs above.
+    timeout 60 python3 - <<'PYTHON' 2>&1 | grep -E '^(VmHWM|RssAnon|RssFile)'
+import jax
+import jax.numpy as jnp
+images = jnp.ones((64, 48, 48, 32))
+kernel_gradient = jax.jit(jax.grad(lambda kernel: jax.lax.conv_general_dilated(
+    images, kernel, (1, 1), 'SAME',
+    dimension_numbers=('NHWC', 'HWIO', 'NHWC')).sum()))
+kernel_gradient(jnp.ones((3, 3, 32, 64))).block_until_ready()
+print(open('/proc/self/status').read())
+PYTHON
   } | tee "$WORK/bench_memory.txt"
 fi
 
@@ -217,10 +236,12 @@ echo "$total runs (at once on a GPU), $EPOCHS epochs each (but those with" \
 # Every run's share of the GPU's memory, whichever sweep it is in.
 export XLA_PYTHON_CLIENT_MEM_FRACTION
 XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $total, 3))")
-# At the deadline every process of a sweep gets SIGTERM: its runs save a
-# checkpoint and stop (background jobs ignore SIGINT).
+# At the deadline every process of a sweep gets SIGTERM (background jobs
+# ignore SIGINT): its runs save a checkpoint and stop, and fer_jax.sweep
+# waits for them, so the wait below covers their saving.
 pids=()
 for sweep in $SWEEPS; do
+  [ "${runs[$sweep]}" -gt 0 ] || continue  # Its dry run failed, above.
   name=$(basename "$sweep" .py)
   mapfile -t flags < <(sweep_flags "$sweep")
   timeout --kill-after=30 "$deadline" \
@@ -229,14 +250,18 @@ for sweep in $SWEEPS; do
       > "$WORK/$name.log" 2>&1 &
   pids+=($!)
 done
-wait "${pids[@]}"  # Not a bare wait: that waits for the log's tee too.
+# Not a bare wait: that waits for the log's tee too.
+[ "${#pids[@]}" -eq 0 ] || wait "${pids[@]}"
 for sweep in $SWEEPS; do
   name=$(basename "$sweep" .py)
   tail -n 2 "$WORK/$name.log"
   # The runs with a best checkpoint: one stopped in its first epoch has none.
   trained=()
   for best in "$WORK/$name"/*/checkpoints/best/[0-9]*; do
-    [ -d "$best" ] && trained+=("${best%/checkpoints/best/*}")
+    # A step's folder; not orbax's <step>.orbax-checkpoint-tmp-* of a save
+    # cut short.
+    [[ -d "$best" && "${best##*/}" =~ ^[0-9]+$ ]] \
+        && trained+=("${best%/checkpoints/best/*}")
   done
   if [ "${#trained[@]}" -gt 0 ] && [ "$(left)" -gt 60 ]; then
     stage "ten-crop reports: $name, ${#trained[@]} runs"
@@ -275,5 +300,3 @@ tar -cf - -T results.list | xz -T0 -3 \
     | split -b 15m -d - "$OUT/runs.tar.xz.part-"
 ls -l "$OUT"
 stage "done"
-exec >&- 2>&-
-wait "$log_pid"  # session.log complete before the call returns.

@@ -4,12 +4,13 @@
       --command="python -m fer_jax.main ..." --commit=<sha> \
       --device="<machine>" --wall_time="<time>"
 
-Everything issue 6 asks of a reported number: the command and config, the
-commit, device, wall time (as given; a released run, fer_jax.release,
-supplies them from its release.json), the seed, the best checkpoint's
-sha256 (and, for a run started from other weights, theirs), PublicTest
-and PrivateTest accuracy and macro-F1 (single and, if reported, ten-crop)
-and per-class F1. Numbers come from report.json, so run `python -m
+Everything issue 6 asks of a reported number: the command (the config file
+and its overrides; the whole config is the run's config.json), the commit,
+device, wall time (as given; a released run, fer_jax.release, supplies
+them from its release.json), the seed, the best checkpoint's sha256 (and,
+for a run started from other weights, theirs), PublicTest and PrivateTest
+accuracy and macro-F1 (single and, if reported, ten-crop) and per-class
+F1. Numbers come from report.json, so run `python -m
 fer_jax.report` (with --ten_crop) on the run first.
 """
 
@@ -18,6 +19,7 @@ import os
 from absl import app, flags
 
 from fer_jax import cli, rundir
+from fer_jax.errors import UserError
 
 PROVENANCE = ('command', 'commit', 'device', 'wall_time')
 
@@ -70,11 +72,18 @@ def _checkpoint_sha256(run: rundir.RunDir) -> str:
     left_out = run.read_json(rundir.CHECKPOINT_LEFT_OUT)
     return (f'`{left_out["sha256"]}` (step {left_out["step"]}; the '
             'checkpoint stayed on the device, too large to send back)')
+  if not run.has_checkpoint('best'):
+    raise UserError(f'{run.path} has no best checkpoint: a run saves one '
+                    'after its first epoch.')
   return f'`{run.checkpoint_sha256("best")}`'
 
 
 def entry(run: rundir.RunDir, provenance: dict) -> str:
   """The Markdown entry of `run`."""
+  if not os.path.isfile(run.file(rundir.REPORT)):
+    raise UserError(f'{run.path} has no {rundir.REPORT}: run `python -m '
+                    f'fer_jax.report --workdirs {run.path} --ten_crop` '
+                    'first.')
   config = run.load_config()
   report = run.read_json(rundir.REPORT)
   if run.is_released:
@@ -120,8 +129,9 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
 def main(argv):
   del argv
   cli.log_info()  # orbax's INFO lines on restoring the checkpoint: not here.
-  run = rundir.RunDir(flags.FLAGS.workdir, create=False)
-  print(entry(run, {key: getattr(flags.FLAGS, key) for key in PROVENANCE}))
+  with cli.exits_on_user_errors():
+    run = rundir.RunDir(flags.FLAGS.workdir, create=False)
+    print(entry(run, {key: getattr(flags.FLAGS, key) for key in PROVENANCE}))
 
 
 if __name__ == '__main__':

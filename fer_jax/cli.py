@@ -29,14 +29,32 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     print(f'error: {_one_line(e)} Pass --helpfull for the flags.',
           file=sys.stderr)
+  except (SyntaxError, ImportError) as e:
+    print(f'error: --config={_config_path(argv)} cannot be loaded as a '
+          f'config file: {_one_line(e)}', file=sys.stderr)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # config_flags raises these for an override of a missing config field
-    # or of the wrong type.
+    # or of the wrong type, and for a file without get_config().
     overrides = [a for a in argv[1:] if a.lstrip('-').startswith('config.')]
-    print(f'error: bad config override in {" ".join(overrides)}: '
-          f'{_one_line(e)} Every knob is listed with its default in '
-          'fer_jax/config.py and the config file.', file=sys.stderr)
+    if overrides:
+      print(f'error: bad config override in {" ".join(overrides)}: '
+            f'{_one_line(e)} Every knob is listed with its default in '
+            'fer_jax/config.py and the config file.', file=sys.stderr)
+    else:
+      print(f'error: --config={_config_path(argv)}: {_one_line(e)} A config '
+            'file defines get_config(), as those in configs/ do.',
+            file=sys.stderr)
   sys.exit(2)
+
+
+def _config_path(argv: list[str]) -> str:
+  """--config's file as given in `argv`: a file that fails to load leaves
+  the flag unparsed."""
+  for index, arg in enumerate(argv):
+    name, equals, value = arg.lstrip('-').partition('=')
+    if name == 'config':
+      return value if equals else ' '.join(argv[index + 1:index + 2])
+  return ''
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep

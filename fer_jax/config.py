@@ -32,7 +32,8 @@ def default_config() -> ml_collections.ConfigDict:
   data.num_workers = 0  # Grain worker processes; 0 augments in-process.
   data.prefetch_batches = 2  # Host batches staged on the device ahead.
   # Model input: grey 48x48 -> `channels` x `image_size`, then normalised:
-  # 'symmetric' ([-1, 1]), 'dataset' (train mean/std) or 'imagenet'.
+  # 'symmetric' ([-1, 1]), 'dataset' (train mean/std), 'imagenet' or
+  # 'caffe' (ImageNet's mean subtracted from BGR 0-255, as Keras' VGG16).
   data.image_size = 48
   data.channels = 1
   data.normalization = 'symmetric'
@@ -92,7 +93,8 @@ def default_config() -> ml_collections.ConfigDict:
   # normalisation scales are never decayed.
   train.weight_decay = 0.0
   train.schedule = 'plateau'  # 'constant', 'cosine' or 'plateau'.
-  train.warmup_epochs = 0  # Linear warm-up from 0, before any schedule.
+  # Linear warm-up from 0, before any schedule; fractions of an epoch too.
+  train.warmup_epochs = 0.0
   # Reduce-on-plateau: x plateau_factor after plateau_patience epochs
   # without a better plateau_metric (a validation metric; lower is better
   # for *loss, higher otherwise, as for selection_metric).
@@ -129,7 +131,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Mid-epoch checkpoints for long epochs; 0: at epoch ends (and on SIGTERM /
   # SIGINT) only.
   train.checkpoint_every_steps = 0
-  train.log_every_steps = 20  # Progress-bar refresh (one host sync each).
+  # Steps between the progress bar's loss updates. Each shows the loss of
+  # the update before, long copied to the host: no wait for the device.
+  train.log_every_steps = 20
   train.eval_batch_size = 512
 
   # Without an accelerator: the JAX devices the CPU is split into, for data

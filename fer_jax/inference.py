@@ -1,6 +1,7 @@
 """Trained models from run directories, and batched jitted forward passes."""
 
 import dataclasses
+import os
 
 import flax.linen as nn
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 
 from fer_jax import metrics, models, rundir
 from fer_jax.data.preprocess import InputSpec
+from fer_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +25,13 @@ class TrainedModel:
 
 def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
   """Restores the `kind` checkpoint's model of `run`, no optimizer needed."""
+  if not os.path.isfile(run.file(rundir.DATASET)):
+    # Training writes it once the data is loaded, before the first step.
+    raise UserError(f'{run.path} has no {rundir.DATASET}: its training '
+                    'stopped before loading the data, so it holds no model; '
+                    'resume it with python -m fer_jax.main '
+                    f'--workdir={run.path} ..., or give a run that finished '
+                    'its first epoch.')
   config = run.load_config()
   info = run.read_json(rundir.DATASET)
   spec = InputSpec.from_json(info['input_spec'])

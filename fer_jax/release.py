@@ -28,8 +28,9 @@ from fer_jax import cli, rundir
 from fer_jax.errors import UserError
 
 flags.DEFINE_string('workdir', None, 'The finished training run to ship.')
-flags.DEFINE_string('out', None, 'Where the released run directory goes '
-                    '(replaced), e.g. fer_jax/pretrained.')
+flags.DEFINE_string('out', None, 'Where the released run directory goes, '
+                    'e.g. fer_jax/pretrained: a new or empty folder, or an '
+                    'earlier release (replaced).')
 flags.DEFINE_string('command', '', 'The command that trained the run.')
 flags.DEFINE_string('commit', '', 'The git commit it was trained at.')
 flags.DEFINE_string('device', '', 'The machine it was trained on.')
@@ -46,6 +47,25 @@ def _figures(split_report: dict) -> dict:
                      in split_report['per_class'].items()}}
 
 
+def _check_out(out: str, run: rundir.RunDir) -> None:
+  """UserError unless `out` can be replaced: a new or empty folder, or an
+  earlier release. Anything else may be the run itself or a user's files."""
+  out_path = os.path.realpath(out)
+  run_path = os.path.realpath(run.path)
+  if os.path.commonpath([out_path, run_path]) == out_path:
+    raise UserError(f'--out={out} is --workdir={run.path} or a folder above '
+                    'it, which releasing (it replaces --out) would delete; '
+                    'choose another folder, e.g. fer_jax/pretrained.')
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise UserError(f'--out={out} is a file, not a folder; choose a folder '
+                    'for the released run directory.')
+  if (os.path.isdir(out) and os.listdir(out)
+      and not os.path.isfile(os.path.join(out, rundir.RELEASE))):
+    raise UserError(f'--out={out} holds files and is no earlier release (no '
+                    f'{rundir.RELEASE}); releasing replaces --out, so choose '
+                    'a new or empty folder, or an earlier release.')
+
+
 def release(workdir: str, out: str, **provenance: str) -> dict:
   """Copies run `workdir` to `out` (see the module docstring); returns the
   release.json it writes there."""
@@ -57,8 +77,7 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
                     f'{", ".join(missing) or "a best checkpoint"}): let its '
                     'training end, which writes report.json.')
   report = run.read_json(rundir.REPORT)
-  if os.path.abspath(out) == run.path:
-    raise UserError('--out must differ from --workdir.')
+  _check_out(out, run)
   if os.path.exists(out):
     shutil.rmtree(out)
   os.makedirs(out)

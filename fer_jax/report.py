@@ -4,10 +4,15 @@
   python -m fer_jax.report --workdirs runs/sweep1/*/ --out reports/sweep1 \
       --ten_crop --data_path=../shared/datasets/fer2013/fer2013.tar.gz
 
-Each best checkpoint is restored and re-evaluated on val and test (the run's
-report.json is rewritten); the tables go to <out>/summary.md and .csv, each
-run's figures to <out>/<run name>/. A sweep directory stands for its runs.
-With --ensemble, the runs' ensemble goes to <out>/ensemble.md and .json.
+Each best checkpoint is restored and re-evaluated on val and test. The
+run's report.json is rewritten, except in a released run (fer_jax.release)
+or one that is not writable: their new report.json goes to
+<out>/<run name>/. Without --ten_crop, the ten-crop section of the
+report.json replaced is kept when it is of the same best checkpoint, and
+dropped with a warning otherwise. The tables go to <out>/summary.md and
+.csv, each run's figures to <out>/<run name>/. A sweep directory stands for
+its runs. With --ensemble, the runs' ensemble goes to <out>/ensemble.md and
+.json.
 """
 
 from absl import app, flags
@@ -24,11 +29,14 @@ flags.DEFINE_string('ferplus_path', '', 'FER+ votes (fer2013new.csv) for '
                     'runs trained on them, when config.json\'s '
                     'data.ferplus_path is not valid here.')
 flags.DEFINE_bool('ten_crop', False, 'Also evaluate with ten-crop test-time '
-                  'augmentation, reported beside single-crop.')
+                  'augmentation, reported beside single-crop; without it, '
+                  'earlier ten-crop figures of the same checkpoint are kept.')
 flags.DEFINE_bool('figures', True, 'Draw each run\'s figures; --nofigures: '
                   'the reports and tables only, without the t-SNE and plots '
                   '(quicker, e.g. for a sweep on a lent accelerator).')
-flags.DEFINE_integer('tsne_points', 1000, 'Test images in the t-SNE plots.')
+flags.DEFINE_integer('tsne_points', 1000, 'Test images in the t-SNE plots: '
+                     'at least 2, or 0 for no t-SNE plots (the slowest '
+                     'figures).')
 flags.DEFINE_bool('ensemble', False, 'Also evaluate the ensemble of all the '
                   'runs (mean class probabilities) into <out>/ensemble.md; '
                   'they must share the val / test data and classes.')

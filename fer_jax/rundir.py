@@ -1,6 +1,11 @@
 """One run directory: everything needed to resume a run or regenerate results.
 
-  config.json        the resolved config the run was started with
+  config.json        the resolved config the run was started, or last
+                     resumed, with
+  config_history.jsonl
+                     only in a run resumed under another config: each
+                     config it trained under before, with the step it
+                     reached (one JSON line each, oldest first)
   dataset.json       class names, model input spec, split sizes, skipped records
   metrics.jsonl      one JSON line per epoch (train and validation metrics)
   tensorboard/       the same metrics as TensorBoard event files
@@ -46,6 +51,7 @@ from fer_jax.errors import UserError
 CONFIG = 'config.json'
 DATASET = 'dataset.json'
 METRICS = 'metrics.jsonl'
+CONFIG_HISTORY = 'config_history.jsonl'
 REPORT = 'report.json'
 TENSORBOARD = 'tensorboard'
 RELEASE = 'release.json'
@@ -134,7 +140,10 @@ class RunDir:
       return [json.loads(line) for line in f if line.strip()]
 
   def append_metrics(self, record: dict) -> None:
-    with open(self.file(METRICS), 'a') as f:
+    self.append_json_line(METRICS, record)
+
+  def append_json_line(self, name: str, record: dict) -> None:
+    with open(self.file(name), 'a') as f:
       f.write(json.dumps(record) + '\n')
 
   def truncate_metrics(self, last_epoch: int) -> None:

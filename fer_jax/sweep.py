@@ -7,7 +7,8 @@
 `--config.*` overrides apply to every run (e.g. `--config.train.epochs=2`);
 `--run=<name>` (repeated) trains only the runs named.
 Each run trains in <workdir>/<run name>/; re-running the same command skips
-finished runs and resumes the others. Tables: <workdir>/summary.md, .csv.
+finished runs and resumes the others. Tables, of every finished run (named
+or not): <workdir>/summary.md, .csv.
 """
 
 import sys
@@ -46,14 +47,14 @@ def main(argv):
   with cli.exits_on_user_errors():
     sweep = sweeps.Sweep.load(config_flags.get_config_filename(config_flag),
                               flags.FLAGS.config,
-                              config_flags.get_override_values(config_flag)
-                              ).only(flags.FLAGS.run)
+                              config_flags.get_override_values(config_flag))
+    runs = sweep.selected(flags.FLAGS.run)
     if flags.FLAGS.dry_run:
-      print('\n'.join(run.name for run in sweep.runs))
+      print('\n'.join(run.name for run in runs))
       return
     try:
       summary = sweeps.run_sweep(
-          sweep, flags.FLAGS.workdir,
+          sweep, flags.FLAGS.workdir, names=flags.FLAGS.run,
           parallel=flags.FLAGS.parallel == 'devices',
           runs_per_device=flags.FLAGS.runs_per_device)
     except KeyboardInterrupt:
@@ -62,7 +63,7 @@ def main(argv):
       print('Interrupted; run the same command again to resume.',
             file=sys.stderr)
       sys.exit(130)
-  print(f'{len(sweep.runs)} runs; tables: {summary}')
+  print(f'{len(runs)} runs; tables: {summary}')
 
 
 if __name__ == '__main__':

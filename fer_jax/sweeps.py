@@ -18,6 +18,7 @@ It sits above train/ and evaluate/ (as main.py does), as it uses both.
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -25,6 +26,7 @@ import os
 import queue
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -162,17 +164,14 @@ class Sweep:
       runs.append(Run(name, overrides, config))
     return cls(config_file, dict(global_overrides), runs)
 
-  def only(self, names: Sequence[str]) -> 'Sweep':
-    """This sweep with the runs named in `names` alone (all if empty)."""
+  def selected(self, names: Sequence[str]) -> list[Run]:
+    """The runs named in `names`, in the sweep's order (all if empty)."""
     known = [run.name for run in self.runs]
     unknown = [name for name in names if name not in known]
     if unknown:
       raise UserError(f'--run={unknown[0]}: no such run in '
                       f'{self.config_file}; its runs: {", ".join(known)}.')
-    if not names:
-      return self
-    return dataclasses.replace(
-        self, runs=[run for run in self.runs if run.name in names])
+    return [run for run in self.runs if not names or run.name in names]
 
   def main_command(self, run: Run, workdir: str) -> list[str]:
     """The `python -m fer_jax.main` command line that trains `run`."""
@@ -265,28 +264,46 @@ def _train_in_subprocesses(sweep: Sweep, runs: list[Run], workdir: str,
     finally:
       slots.put(slot)
 
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+  with _terminate_as_interrupt(), \
+      concurrent.futures.ThreadPoolExecutor(workers) as pool:
     try:
       outcomes = list(pool.map(train, runs))
     except KeyboardInterrupt:
-      # The runs got the signal too and checkpoint; start no more.
+      # The runs got the signal too and checkpoint; start no more, and
+      # leave the pool's exit to wait for the running ones.
       stopping.set()
       raise
   return {run.name: outcome for run, outcome in zip(runs, outcomes)
           if outcome}
 
 
-def run_sweep(sweep: Sweep, workdir: str, *, parallel: bool = False,
-              runs_per_device: int = 1) -> str:
-  """Trains and reports the unfinished runs, one after another in this
-  process or (`parallel`) as `python -m fer_jax.main` processes,
-  `runs_per_device` at once on each GPU; writes the tables of the finished
-  runs; returns the path of summary.md.
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+  """SIGTERM raises KeyboardInterrupt here, as SIGINT does. `timeout` and
+  job schedulers stop a sweep with SIGTERM, which by default ends this
+  process at once; its runs, which checkpoint on it, would still be
+  writing while whoever stopped the sweep reads their directories."""
+  previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
-  A failed run does not stop the others; a UserError then names them all.
+
+def run_sweep(sweep: Sweep, workdir: str, *, names: Sequence[str] = (),
+              parallel: bool = False, runs_per_device: int = 1) -> str:
+  """Trains and reports the unfinished runs among those named in `names`
+  (all if empty), one after another in this process or (`parallel`) as
+  `python -m fer_jax.main` processes, `runs_per_device` at once on each
+  GPU; writes the tables of every finished run of the sweep, named or
+  not; returns the path of summary.md.
+
+  A run that fails with a UserError does not stop the others; a UserError
+  then names them all. In this process any other error stops the sweep;
+  as a subprocess, any failure is the run's alone.
   """
   pending = []
-  for run in sweep.runs:
+  for run in sweep.selected(names):
     if is_finished(os.path.join(workdir, run.name), run.config):
       logging.info('Sweep run %s is finished; skipped.', run.name)
     else:
@@ -298,12 +315,13 @@ def run_sweep(sweep: Sweep, workdir: str, *, parallel: bool = False,
     failures = _train_in_process(pending, workdir)
   finished = [tables.Entry.from_run(
       run.name, rundir.RunDir(os.path.join(workdir, run.name), create=False))
-              for run in sweep.runs if run.name not in failures]
+              for run in sweep.runs if run.name not in failures
+              and is_finished(os.path.join(workdir, run.name), run.config)]
   summary = tables.write(finished, workdir) if finished else ''
   if failures:
     first, error = next(iter(failures.items()))
     raise UserError(
-        f'{len(failures)} of {len(sweep.runs)} sweep runs failed '
+        f'{len(failures)} of the {len(pending)} sweep runs trained failed '
         f'({", ".join(failures)}); {first}: {error} Fix the cause and rerun '
         'the same command: finished runs are skipped, the others resume.')
   return summary

@@ -22,7 +22,7 @@ from test_loop import tiny_config
 from fer_jax import inference, rundir
 from fer_jax.data import sources
 from fer_jax.errors import UserError
-from fer_jax.train import loop, step
+from fer_jax.train import config_check, loop, step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Wall-clock fields of a metrics.jsonl record; everything else is exact.
@@ -81,6 +81,20 @@ def test_missing_config_file_lists_the_config_files_beside_it(
   assert 'bench_train.py' not in result.stderr
 
 
+@pytest.mark.parametrize('config,fragments', [
+    ('pyproject.toml', ('cannot be loaded as a config file',
+                        'pyproject.toml, line')),
+    ('fer_jax/cli.py', ("no attribute 'get_config'",
+                        'A config file defines get_config()')),
+])
+def test_a_file_that_is_no_config_file_is_named(tmp_path, config, fragments):
+  result = subprocess.run(
+      [sys.executable, '-m', 'fer_jax.main', f'--config={config}',
+       f'--workdir={tmp_path}'],
+      capture_output=True, text=True, cwd=ROOT, timeout=300)
+  _assert_one_line_error(result, tmp_path, f'--config={config}', *fragments)
+
+
 def test_unknown_model_name_lists_the_models(csv_path, tmp_path):
   result = _main(f'--config.data.path={csv_path}',
                  '--config.model.name=resnet_huge', workdir=tmp_path)
@@ -123,6 +137,45 @@ def test_override_of_the_wrong_type_is_one_line(csv_path, tmp_path, override,
                                                 names):
   result = _main(f'--config.data.path={csv_path}', override, workdir=tmp_path)
   _assert_one_line_error(result, tmp_path, *names)
+
+
+def test_fractional_warmup_override_parses_then_fails_its_bound(csv_path,
+                                                                tmp_path):
+  result = _main(f'--config.data.path={csv_path}',
+                 '--config.train.warmup_epochs=-0.5', workdir=tmp_path)
+  _assert_one_line_error(result, tmp_path, 'config.train.warmup_epochs=-0.5 '
+                         'must be >= 0 (0: no warm-up).')
+
+
+# The other bounds in-process: a command each would add minutes to the suite.
+@pytest.mark.parametrize('setting,value,rule', [
+    ('warmup_epochs', -1.0, 'must be >= 0 (0: no warm-up)'),
+    ('plateau_factor', 0.0, 'must be in (0, 1]'),
+    ('plateau_factor', 1.5, 'must be in (0, 1]'),
+    ('label_smoothing', 1.0, 'must be in [0, 1)'),
+    ('label_smoothing', -0.1, 'must be in [0, 1)'),
+    ('early_stopping_patience', -1, 'must be >= 0 (0: no early stopping)'),
+    ('log_every_steps', 0, 'must be >= 1'),
+    ('ema_decay', 1.0, 'must be in [0, 1)'),
+])
+def test_out_of_range_train_setting_is_named_with_its_bound(
+    csv_path, setting, value, rule):
+  with pytest.raises(UserError) as error:
+    config_check.check(one_block_config(csv_path, **{setting: value}))
+  message = str(error.value)
+  assert message.startswith(f'config.train.{setting}={value!r} {rule}'), (
+      message)
+  assert '\n' not in message
+
+
+@pytest.mark.parametrize('metric', ['val/macro-f1', 'val/f1', 'val/f2/happy'])
+def test_mistyped_selection_metric_fails_before_the_data_is_read(csv_path,
+                                                                 metric):
+  config = one_block_config(csv_path, selection_metric=metric)
+  with pytest.raises(UserError, match=(
+      f"^config.train.selection_metric='{metric}' is not logged; choose one "
+      r"of \[.*'val/f1/<class>'.*'val/macro_f1'")):
+    config_check.check(config)
 
 
 def test_unknown_config_key_is_one_line(csv_path, tmp_path):

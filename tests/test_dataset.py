@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fakedata
 from fer_jax.config import default_config
 from fer_jax.data import dataset, preprocess, sources
 from fer_jax.errors import UserError
@@ -59,6 +60,19 @@ def test_undersampling_balances_only_the_train_split():
   assert np.bincount(data.splits['val'].labels).tolist() == [6, 5, 4]
 
 
+@pytest.mark.parametrize('options', [{'max_per_class': 1},
+                                     {'balance': 'undersample'}])
+@pytest.mark.parametrize('per_class, empty', [((0, 2, 2), 'train'),
+                                              ((2, 0, 2), 'val')])
+def test_an_empty_split_is_named_whatever_the_class_options(
+    tmp_path, options, per_class, empty):
+  path = str(tmp_path / 'fer2013.csv')
+  fakedata.write_challenge_csv(path, per_class=per_class)
+  with pytest.raises(UserError, match=f'the {empty} split is empty after the '
+                                      'class options'):
+    dataset.load(_options(path=path, **options), seed=0)
+
+
 def test_balanced_class_weights():
   labels = np.array([0, 0, 0, 1])
   weights = dataset.class_weights(labels, 3, 'balanced')
@@ -80,6 +94,19 @@ def test_input_spec_ranges(normalization, low, high):
     assert abs(x.mean()) < 1e-3 and abs(x.std() - 1) < 1e-3
   else:
     assert np.isclose(x.min(), low) and np.isclose(x.max(), high)
+
+
+def test_dataset_normalisation_is_the_float64_mean_and_std(monkeypatch):
+  # Counted in many chunks; skewed grey levels, so that the std is no round
+  # number.
+  monkeypatch.setattr(preprocess, '_COUNT_CHUNK', 1000)
+  rng = np.random.default_rng(0)
+  train = (rng.integers(0, 256, (50, 48, 48))
+           * rng.random((50, 48, 48)) ** 2).astype(np.uint8)
+  spec = preprocess.input_spec('dataset', 48, 1, train)
+  pixels = train.astype(np.float64)
+  assert spec.mean == (pixels.mean(),)  # Integer sums: exact either way.
+  assert np.isclose(spec.std[0], pixels.std(), rtol=1e-14, atol=0)
 
 
 def test_input_spec_resizes_to_three_channels_for_imagenet_models():

@@ -71,13 +71,13 @@ def _perturbed(variables, scale: float):
   return jax.tree.unflatten(tree, noisy)
 
 
-def _random_run(path: str, name: str) -> str:
+def _random_run(path: str, name: str, spec: InputSpec | None = None) -> str:
   """A run directory of model `name` with random weights (batch statistics
-  too), as a trained run holds it."""
+  too), as a trained run holds it; `spec` defaults to SPECS[name]."""
   config = config_lib.default_config()
   config.model.name = name
   config.model.update(SETTINGS.get(name, {}))
-  spec = SPECS[name]
+  spec = spec or SPECS[name]
   run = rundir.RunDir(path)
   run.save_config(config)
   run.write_json(rundir.DATASET, {'class_names': list(CLASSES),
@@ -161,10 +161,34 @@ def test_onnx_file_holds_metadata_and_a_dynamic_batch(exported):
   assert shape[0].dim_param and [d.dim_value for d in shape[1:]] == [48, 48, 1]
 
 
+def test_a_224_input_model_takes_48_px_faces_and_resizes_them(tmp_path):
+  # What training fed it: 48 px faces, resized in the graph by its InputSpec.
+  spec = InputSpec(224, 1, (127.5,), (127.5,))
+  workdir = _random_run(str(tmp_path / 'run'), 'resnet_small', spec)
+  path = onnx_export.export(workdir, str(tmp_path / 'model.onnx'))
+  model = onnx.load(path)
+  metadata = {p.key: p.value for p in model.metadata_props}
+  assert metadata['input_size'] == '48'
+  assert json.loads(metadata['input_spec'])['image_size'] == 224
+  shape = model.graph.input[0].type.tensor_type.shape.dim
+  assert [d.dim_value for d in shape[1:]] == [48, 48, 1]
+  trained = _trained(workdir)
+  faces = _faces(3)
+  expected = predictor.softmax(np.asarray(inference.make_logits_fn(
+      trained.model, trained.input_spec)(trained.variables, faces)))
+  onnx_model = onnx_predictor.OnnxPredictor(path, detect_faces=False)
+  assert onnx_model.input_size == 48
+  np.testing.assert_allclose(onnx_model.classify(faces), expected, atol=1e-5,
+                             rtol=0)
+
+
 def test_export_command_line_errors_in_one_line(tmp_path):
+  stopped = rundir.RunDir(str(tmp_path / 'stopped'))
+  stopped.save_config(config_lib.default_config())
   for args, message in (
       ([f'--workdir={tmp_path / "nowhere"}'], 'no such directory'),
-      ([f'--workdir={tmp_path}'], 'not a run directory')):
+      ([f'--workdir={tmp_path}'], 'not a run directory'),
+      ([f'--workdir={stopped.path}'], 'stopped has no dataset.json')):
     result = subprocess.run(
         [sys.executable, '-m', 'fer_jax.export', *args,
          f'--out={tmp_path / "m.onnx"}'], capture_output=True, text=True,

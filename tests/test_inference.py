@@ -4,9 +4,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from fer_jax import inference, models
+from fer_jax import inference, models, rundir
+from fer_jax.config import default_config
 from fer_jax.data import preprocess
+from fer_jax.errors import UserError
 
 SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
 
@@ -79,3 +82,14 @@ def test_forward_mflops_counts_a_convolution_exactly():
   expected = 2 * 6 * 6 * 4 * 3 * 3 / 1e6
   assert inference.forward_mflops(jax.jit(model.apply), variables,
                                   image) == expected
+
+
+def test_a_run_stopped_before_loading_its_data_is_named(tmp_path):
+  # Killed before its first epoch: config.json, but no dataset.json.
+  run = rundir.RunDir(str(tmp_path / 'stopped'))
+  run.save_config(default_config())
+  with pytest.raises(UserError) as error:
+    inference.load_trained(run)
+  message = str(error.value)
+  assert f'{run.path} has no dataset.json' in message
+  assert f'python -m fer_jax.main --workdir={run.path}' in message

@@ -96,8 +96,19 @@ def test_resumed_run_matches_an_uninterrupted_one(csv_path, tmp_path):
       trained.variables, val.images, val.labels, data.class_names, 32)
   assert np.isclose(logged['loss'], first.read_metrics()[0]['val/loss'],
                     atol=1e-5)
+  other_start = config()
+  other_start.model.init_from = str(tmp_path / 'straight')
+  with pytest.raises(UserError, match='another config.model.init_from'):
+    loop.train(other_start, str(tmp_path / 'resumed'))
   resumed, _ = loop.train(config(), str(tmp_path / 'resumed'))
 
+  # Resumed under 3 epochs instead of 1: the config of its first epoch is
+  # kept, with the step it reached.
+  with open(resumed.file(rundir.CONFIG_HISTORY)) as f:
+    (history,) = [json.loads(line) for line in f]
+  assert history['step'] == 84 // 16
+  assert history['config']['train']['epochs'] == 1
+  assert resumed.load_config().train.epochs == 3
   assert [r['epoch'] for r in resumed.read_metrics()] == [1, 2, 3]
   for a, b in zip(straight.read_metrics(), resumed.read_metrics()):
     assert a['train/loss'] == b['train/loss']
@@ -115,8 +126,10 @@ def _variables(run):
 
 
 def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):
+  # log_every_steps=1: the progress bar's loss, one update late, every step.
   config = tiny_config(csv_path, epochs=6, early_stopping_patience=1,
-                       learning_rate=1e-9, schedule='constant')
+                       learning_rate=1e-9, schedule='constant',
+                       log_every_steps=1)
   run, _ = loop.train(config, str(tmp_path))
   records = run.read_metrics()
   assert len(records) < 6
@@ -154,10 +167,13 @@ def test_metrics_of_the_test_split_are_refused(field, csv_path):
 
 def test_unlogged_plateau_metric_names_the_logged_ones(csv_path, tmp_path):
   config = tiny_config(csv_path, epochs=1, plateau_metric='val/f1/joy')
+  config_check.check(config)  # Any class passes before the data is read.
   with pytest.raises(UserError, match="config.train.plateau_metric='val/f1/"
                                       "joy' is not logged; choose one of "
-                                      r"\[.*'val/accuracy'"):
+                                      r"\[.*'val/accuracy'.*'val/f1/happy'"):
     loop.train(config, str(tmp_path))
+  # Once the data is read: before anything is trained or saved.
+  assert not os.path.exists(os.path.join(tmp_path, rundir.CONFIG))
 
 
 def test_tensorboard_writer_leaves_torch_unimported(tmp_path):

@@ -61,8 +61,14 @@ def test_phases_parse_with_defaults_from_train_and_the_epochs_cap():
     ('epochs=2,head', ["'head' is not field=value", 'trainable']),
     ('epochs=2,optimizer=adagrad', ["optimizer='adagrad'", 'adam, adamw, sgd']),
     ('epochs=2,schedule=step', ["schedule='step'", 'cosine']),
-    ('epochs=2,learning_rate=0', ['learning_rate must be > 0']),
-    ('trainable=head', ['epochs must be >= 1']),
+    ('epochs=2,learning_rate=0', ['learning_rate=0.0 must be > 0']),
+    ('epochs=2,weight_decay=-1e-4', ['weight_decay=-0.0001 must be >= 0']),
+    ('epochs=2,warmup_epochs=-1', ['warmup_epochs=-1.0 must be >= 0']),
+    ('epochs=2,plateau_factor=2', ['plateau_factor=2.0 must be in (0, 1]']),
+    ('epochs=2,early_stopping_patience=-1',
+     ['early_stopping_patience=-1 must be >= 0']),
+    ('trainable=head', ['no epochs= given, and config.train.epochs is 0']),
+    ('epochs=0', ['epochs=0 must be >= 1.']),
 ])
 def test_malformed_phase_names_the_phase_and_the_field(spec, fragments):
   with pytest.raises(UserError) as error:
@@ -72,6 +78,13 @@ def test_malformed_phase_names_the_phase_and_the_field(spec, fragments):
   assert message.startswith(f'config.train.phases: phase 2 {spec!r}: ')
   for fragment in fragments:
     assert fragment in message, message
+
+
+def test_a_phase_with_no_epochs_under_a_cap_is_not_blamed_on_the_cap():
+  with pytest.raises(UserError) as error:
+    phases.parse(_train('epochs=0,trainable=head', epochs=40))
+  assert str(error.value) == ("config.train.phases: phase 1 'epochs=0,"
+                              "trainable=head': epochs=0 must be >= 1.")
 
 
 def test_too_many_blocks_list_the_models_blocks(csv_path):
@@ -202,7 +215,8 @@ def test_two_phases_train_report_and_resume_exactly(csv_path, tmp_path,
   assert result['best_epoch'] == 2  # Each phase selects its own best.
 
   # Interrupted in phase 2 (epoch 2, step 2 of 5), then the same command.
-  monkeypatch.setattr(loop, '_StopSignals', lambda: _StopAfter(5))
+  # Looks: steps 1-4 of epoch 1, its end, then steps 1 and 2 of epoch 2.
+  monkeypatch.setattr(loop, '_StopSignals', lambda: _StopAfter(6))
   with pytest.raises(Interrupted):
     loop.train(config, str(tmp_path / 'resumed'))
   monkeypatch.undo()

@@ -1,6 +1,7 @@
 """Predictor, image loading, annotation and the command line, on a tiny
 trained run and generated photos."""
 
+import functools
 import io
 import json
 import os
@@ -9,14 +10,19 @@ import subprocess
 import sys
 
 import cv2
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 import fakedata
+from conftest import encode
 from test_detect import GRACE_HOPPER, group_photo
 from test_loop import tiny_config
-from fer_jax import inference, rundir
+from fer_jax import inference, models, rundir
+from fer_jax.data import sources
+from fer_jax.data.preprocess import InputSpec
 from fer_jax.errors import UserError
 from fer_jax.predict import annotate, cli, images, predictor
 from fer_jax.train import loop
@@ -106,6 +112,34 @@ def test_ten_crop_gives_other_probabilities_that_sum_to_one(trained):
   averaged = predictor.Predictor(trained, ten_crop=True).classify(crops)
   np.testing.assert_allclose(averaged.sum(axis=1), 1, rtol=1e-5)
   assert not np.allclose(plain, averaged)
+
+
+def test_a_224_input_model_is_fed_48_px_faces_as_in_training():
+  model = models.create('resnet_small', len(sources.FER2013_CLASSES),
+                        stem_features=8, block_features=(8, 16))
+  spec = InputSpec(224, 1, (127.5,), (127.5,))
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), jnp.zeros((1, 224, 224, 1)))
+  trained = inference.TrainedModel(model, variables, spec,
+                                   sources.FER2013_CLASSES, {})
+  photo = _noise((120, 160))
+  face_predictor = predictor.Predictor(
+      trained, detector=_fixed_detector(np.array([[40, 20, 60, 60]])),
+      margin=0)
+  fed = []
+  logits_fn = face_predictor._logits_fn
+  face_predictor._logits_fn = lambda variables, faces: (
+      fed.append(np.asarray(faces)), logits_fn(variables, faces))[1]
+  face, = face_predictor.predict(photo)
+  # Training decodes a face image to 48 px (area resizing); the model's
+  # InputSpec resizes that to 224 inside the graph.
+  expected = sources._decode_grey(encode(photo[20:80, 40:100], '.png'))
+  np.testing.assert_array_equal(fed[0], expected[None])
+  probs = predictor.softmax(np.asarray(inference.make_logits_fn(model, spec)(
+      variables, expected[None])))[0]
+  np.testing.assert_allclose(
+      [face.probs[name] for name in sources.FER2013_CLASSES], probs,
+      atol=1e-6)
 
 
 def test_predict_takes_paths_pil_images_and_arrays_alike(trained, tmp_path):
@@ -244,11 +278,11 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
 
 def test_folders_are_walked_for_image_files(tmp_path):
   for name in ('b.png', 'a/c.JPG', 'a/deeper/d.webp', 'notes.txt',
-               '.hidden.png', '.git/e.png'):
+               'a/clip.mp4', '.hidden.png', '.git/e.png'):
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / name).write_bytes(b'')
-  assert images.files_under(str(tmp_path)) == [
-      'a/c.JPG', 'a/deeper/d.webp', 'b.png']
+  assert images.files_under(str(tmp_path)) == (
+      ['a/c.JPG', 'a/deeper/d.webp', 'b.png'], ['a/clip.mp4', 'notes.txt'])
 
 
 # ------------------------------------------------------------- Annotation.
@@ -318,6 +352,38 @@ def test_command_line_end_to_end(workdir, tmp_path):
   assert written == ['blank.png', 'group.jpg', 'more/deeper/portrait.jpg']
   assert (cv2.imread(str(out / 'group.jpg'), cv2.IMREAD_GRAYSCALE).shape
           == (480, 1280))
+
+
+def test_same_named_inputs_get_distinct_names_under_out(tmp_path, capsys):
+  # Two files and two folders of the same name: each input its own copy.
+  for name in ('a/x.png', 'b/x.png', 'one/photos/y.png',
+               'two/photos/y.png', 'two/photos/clip.mp4', 'two/photos/z.txt'):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_bytes(b'')
+  paths = [str(tmp_path / name) for name in ('a/x.png', 'b/x.png',
+                                             'one/photos', 'two/photos/')]
+  assert [name for _, name in cli._inputs(paths)] == [
+      'a/x.png', 'b/x.png', 'one/photos/y.png', 'two/photos/y.png']
+  # Videos in a folder are not searched for, but counted.
+  assert capsys.readouterr().err.split(maxsplit=1) == [
+      paths[-1], 'left out 2 non-image file(s), 1 of them video(s): give '
+      'videos as arguments\n']
+
+
+def test_annotated_copies_are_written_under_their_relative_paths(
+    workdir, tmp_path, capsys):
+  crops = fakedata.class_images(np.array([0, 5]))
+  for folder, crop in zip('ab', crops):
+    (tmp_path / folder).mkdir()
+    cv2.imwrite(str(tmp_path / folder / 'x.png'), crop)
+  out = tmp_path / 'out'
+  status, _ = _cli(capsys, f'--workdir={workdir}', '--no-detect',
+                   f'--out={out}', str(tmp_path / 'a' / 'x.png'),
+                   str(tmp_path / 'b' / 'x.png'))
+  assert status == 0
+  first, second = (cv2.imread(str(out / folder / 'x.png'), cv2.IMREAD_GRAYSCALE)
+                   for folder in 'ab')
+  assert first.shape == second.shape and (first != second).any()
 
 
 def _cli(capsys, *args):

@@ -206,6 +206,81 @@ def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
   np.testing.assert_allclose(faces.sum(1), 1, rtol=1e-5)
 
 
+def test_release_refuses_an_out_it_must_not_replace(reported, tmp_path):
+  run, _ = reported
+  user_folder = tmp_path / 'photos'
+  user_folder.mkdir()
+  (user_folder / 'keep.jpg').write_bytes(b'mine')
+  a_file = tmp_path / 'notes.txt'
+  a_file.write_text('mine')
+  for out, message in ((run.path, 'or a folder above it'),
+                       (os.path.dirname(run.path), 'or a folder above it'),
+                       (str(a_file), 'is a file'),
+                       (str(user_folder), 'is no earlier release')):
+    with pytest.raises(UserError, match=message):
+      release.release(run.path, out)
+  assert (user_folder / 'keep.jpg').read_bytes() == b'mine'
+  assert a_file.read_text() == 'mine'
+  # `--out=.` from inside the run's parent: one line, the run untouched.
+  # This checkout's fer_jax, whatever the working directory.
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join(
+      [ROOT] + [p for p in [os.environ.get('PYTHONPATH')] if p])}
+  result = subprocess.run(
+      [sys.executable, '-m', 'fer_jax.release', f'--workdir={run.path}',
+       '--out=.'], capture_output=True, text=True,
+      cwd=os.path.dirname(run.path), env=env, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.splitlines()[-1].startswith(
+      f'error: --out=. is --workdir={run.path} or a folder above it')
+  assert 'Traceback' not in result.stderr
+  assert rundir.is_run_directory(run.path)
+  # An empty folder, then that earlier release, are replaced.
+  (tmp_path / 'empty').mkdir()
+  for _ in range(2):
+    release.release(run.path, str(tmp_path / 'empty'))
+  assert rundir.RunDir(str(tmp_path / 'empty'), create=False).is_released
+
+
+def test_tsne_points_are_at_least_2_or_0_for_none(reported, tmp_path):
+  run, _ = reported
+  for points in (1, -1):
+    with pytest.raises(UserError, match=f'--tsne_points={points} must be at '
+                       'least 2, or 0'):
+      regenerate.regenerate([run.path], str(tmp_path / 'out'),
+                            tsne_points=points)
+  copy = shutil.copytree(run.path, tmp_path / 'tiny')
+  regenerate.regenerate([str(copy)], str(tmp_path / 'out'), tsne_points=0,
+                        data_path=_data_path(run))
+  assert sorted(os.listdir(tmp_path / 'out' / 'tiny')) == sorted(
+      name for name in FIGURES if not name.startswith('tsne_'))
+
+
+def test_a_report_without_ten_crop_keeps_that_of_the_same_checkpoint(
+    reported, tmp_path, caplog):
+  run, _ = reported
+  copy = rundir.RunDir(shutil.copytree(run.path, tmp_path / 'tiny'),
+                       create=False)
+  ten_crop = copy.read_json(rundir.REPORT)['ten_crop']
+  assert copy.read_json(rundir.REPORT)['checkpoint_step'] == (
+      run.latest_step('best'))
+  regenerate.regenerate([copy.path], str(tmp_path / 'out'),
+                        data_path=_data_path(run), with_figures=False)
+  assert copy.read_json(rundir.REPORT)['ten_crop'] == ten_crop
+  # Ten-crop figures of another checkpoint (or unrecorded) are not kept.
+  earlier = copy.read_json(rundir.REPORT)
+  del earlier['checkpoint_step']
+  copy.write_json(rundir.REPORT, earlier)
+  regenerate.regenerate([copy.path], str(tmp_path / 'out'),
+                        data_path=_data_path(run), with_figures=False)
+  assert 'ten_crop' not in copy.read_json(rundir.REPORT)
+  assert 'Dropping the ten-crop figures' in caplog.text
+
+
+def _data_path(run):
+  """The run trained on 'fer2013.csv' relative to its parent folder."""
+  return os.path.join(os.path.dirname(run.path), 'fer2013.csv')
+
+
 def test_the_shipped_digest_matches_its_release_record_quietly(caplog):
   # A Checkpointer pointed at the model item warned on every digest (its
   # step metadata file sits one folder up); warm starts and releases take it.
@@ -274,3 +349,30 @@ def test_results_entry_names_a_checkpoint_left_on_the_device(reported,
   assert left_out['sha256'] == run.checkpoint_sha256('best')
   assert (f'`{left_out["sha256"]}` (step {left_out["step"]}; the checkpoint '
           'stayed on the device') in text
+
+
+def test_results_entry_of_an_unfinished_run_says_what_to_run(reported,
+                                                            tmp_path):
+  run, _ = reported
+  results_entry = results_entry_module()
+  provenance = dict.fromkeys(results_entry.PROVENANCE, '')
+  unreported = shutil.copytree(run.path, tmp_path / 'unreported')
+  os.remove(unreported / rundir.REPORT)
+  with pytest.raises(UserError, match='has no report.json: run `python -m '
+                     'fer_jax.report --workdirs'):
+    results_entry.entry(rundir.RunDir(str(unreported), create=False),
+                        provenance)
+  untrained = shutil.copytree(run.path, tmp_path / 'untrained')
+  shutil.rmtree(untrained / 'checkpoints')
+  with pytest.raises(UserError, match='has no best checkpoint'):
+    results_entry.entry(rundir.RunDir(str(untrained), create=False),
+                        provenance)
+  # The script: one error line, as every command here.
+  result = subprocess.run(
+      [sys.executable, os.path.join(ROOT, 'experiments', 'results_entry.py'),
+       f'--workdir={tmp_path / "nowhere"}'],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.splitlines()[-1].startswith(
+      f'error: {tmp_path / "nowhere"} is not a run directory')
+  assert 'Traceback' not in result.stderr

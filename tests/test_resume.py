@@ -35,22 +35,23 @@ def csv_path(tmp_path_factory):
   return path
 
 
-def _command(csv_path, workdir):
+def _command(csv_path, workdir, batch_size=BATCH_SIZE, epochs=EPOCHS):
   return [sys.executable, '-m', 'fer_jax.main',
           '--config=configs/resnet_small.py', f'--workdir={workdir}',
           f'--config.data.path={csv_path}', '--config.model.stem_features=8',
           '--config.model.block_features=(8, 16)',
-          f'--config.train.batch_size={BATCH_SIZE}', f'--config.train.epochs={EPOCHS}',
+          f'--config.train.batch_size={batch_size}',
+          f'--config.train.epochs={epochs}',
           '--config.train.checkpoint_every_steps=1',
           '--config.train.eval_batch_size=32']
 
 
-def _start(csv_path, workdir, log):
+def _start(csv_path, workdir, log, **settings):
   # Output to a file: a pipe nobody reads until the end would block the run
   # once full.
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
-  return subprocess.Popen(_command(csv_path, workdir), cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=log)
+  return subprocess.Popen(_command(csv_path, workdir, **settings), cwd=ROOT,
+                          env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _saved_steps(workdir) -> list[int]:
@@ -60,11 +61,11 @@ def _saved_steps(workdir) -> list[int]:
   return [int(n) for n in os.listdir(latest) if n.isdigit()]
 
 
-def _run_until_step(csv_path, workdir, step, sig):
-  """Starts the command and sends `sig` once checkpoint `step` exists;
-  returns the exit status and stderr."""
+def _run_until_step(csv_path, workdir, step, sig, **settings):
+  """Starts the command (with `_command`'s `settings`) and sends `sig` once
+  checkpoint `step` exists; returns the exit status and stderr."""
   with tempfile.TemporaryFile('w+') as log:
-    process = _start(csv_path, workdir, log)
+    process = _start(csv_path, workdir, log, **settings)
     deadline = time.time() + 300
     while max(_saved_steps(workdir), default=0) < step:
       if process.poll() is not None or time.time() > deadline:
@@ -143,3 +144,19 @@ def test_sigkill_and_sigterm_at_random_points_then_resume_is_exact(
   # No duplicated or missing epochs in the metrics log.
   epochs = [r['epoch'] for r in rundir.RunDir(str(tmp_path)).read_metrics()]
   assert epochs == list(range(1, EPOCHS + 1)), (kill_step, term_step)
+
+
+def test_sigterm_with_one_step_per_epoch_stops_after_the_epoch(csv_path,
+                                                               tmp_path):
+  """With one step an epoch no step is mid-epoch: the signal is acted on
+  once the epoch's checkpoint is saved, not when the run ends."""
+  code, stderr = _run_until_step(csv_path, tmp_path, 1, signal.SIGTERM,
+                                 batch_size=7 * TRAIN_PER_CLASS, epochs=50)
+  assert code == 128 + signal.SIGTERM, stderr
+  assert re.search(r'Stopped by SIGTERM after epoch \d+ at step \d+; a '
+                   'checkpoint is saved', stderr), stderr
+  assert 'Traceback' not in stderr
+  # The epoch it stopped after is the last one saved and logged.
+  saved = max(_saved_steps(tmp_path))
+  epochs = [r['epoch'] for r in rundir.RunDir(str(tmp_path)).read_metrics()]
+  assert epochs == list(range(1, saved + 1)), (saved, epochs)

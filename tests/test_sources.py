@@ -239,13 +239,24 @@ def test_stratified_split_is_seeded(unprefixed):
   assert len(b['train']) == len(a['train']) == 98
 
 
-def test_mixed_prefixes_fall_back_to_the_stratified_split(unprefixed):
-  extra = {'train/angry/Training_1.png': encode(unprefixed.records[0].image,
-                                                '.png')}
-  path = unprefixed.write_folder(prefixes=False, extra=extra)
-  data = sources.load(path)
-  assert sum(len(s) for s in data.splits.values()) == 141
-  assert len(data.splits['val']) > 0 and len(data.splits['test']) > 0
+@pytest.mark.parametrize('form', ['dir', 'zip'])
+def test_some_unprefixed_files_among_prefixed_ones_are_a_user_error(
+    synthetic_fer, form):
+  # Pooling them all would train on official PrivateTest images.
+  fer = synthetic_fer
+  image = encode(fer.records[0].image, '.png')
+  extra = {f'test/happy/{n}.png': image for n in ('im0', 'im1', 'im2', 'im3')}
+  path = (fer.write_folder(extra=extra) if form == 'dir'
+          else fer.write_zip(ext='.png', extra=extra))
+  with pytest.raises(UserError) as error:
+    sources.load(path)
+  message = str(error.value)
+  assert message.startswith(
+      f'{path}: 4 of 39 image files have no Training_/PublicTest_/'
+      'PrivateTest_ file-name prefix (e.g. test/happy/im0.png, '
+      'test/happy/im1.png, test/happy/im2.png) while the others have one'
+  ), message
+  assert 'im3' not in message and 'config.data.split_ratios' in message
 
 
 @pytest.mark.parametrize('ratios', [(0.7, 0.3), (0.7, -0.1, 0.4), (0, 0, 0)])

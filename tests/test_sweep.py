@@ -3,6 +3,7 @@ subprocess runs, and the summary tables."""
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -170,6 +171,10 @@ def test_sequential_sweep_skips_finished_runs(tiny_sweep, tmp_path,
   monkeypatch.setattr(loop, 'train', no_training)
   sweeps.run_sweep(sweep, workdir)
   assert os.path.getmtime(report) == finished_at
+  # Naming one run (--run) still tabulates every finished run.
+  sweeps.run_sweep(sweep, workdir, names=['dropout=0.2'])
+  assert [r['run'] for r in _summary(workdir)] == [
+      'dropout=0.0', 'dropout=0.2']
   # Another config (here more epochs) is not finished: its run resumes.
   longer = _load(sweep_file, **{'data.path': data_path, 'train.epochs': 2})
   assert not sweeps.is_finished(os.path.join(workdir, 'dropout=0.0'),
@@ -190,6 +195,40 @@ def test_subprocess_sweep_trains_with_the_same_config(tiny_sweep, tmp_path):
   # The run's config.json equals the in-process one: reruns skip it.
   run, = _load(sweep_file, **{'data.path': data_path}).runs
   assert sweeps.is_finished(str(workdir / run.name), run.config)
+
+
+# A run that checkpoints for a second when stopped, as fer_jax.main does.
+SLOW_TO_STOP_RUN = """
+import subprocess, sys
+from fer_jax import sweeps
+
+class Sweep:
+  def main_command(self, run, workdir):
+    return ['bash', '-c', 'trap "sleep 1; touch {done}; exit 0" TERM; '
+            'touch {started}; while true; do sleep 0.1; done']
+
+sweeps.device_slots = lambda: ['']
+sweeps._train_in_subprocesses(Sweep(), [sweeps.Run('a', {{}}, None)],
+                              sys.argv[1], 1)
+"""
+
+
+def test_terminated_sweep_waits_for_its_runs_to_checkpoint(tmp_path):
+  # `timeout` signals the whole process group, then waits for the sweep
+  # only: the sweep must outlive its runs' checkpointing.
+  done, started = tmp_path / 'done', tmp_path / 'started'
+  sweep = subprocess.Popen(
+      [sys.executable, '-c',
+       SLOW_TO_STOP_RUN.format(done=done, started=started), str(tmp_path)],
+      start_new_session=True, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 60
+  while not started.exists():
+    assert sweep.poll() is None, sweep.stderr.read()
+    assert time.monotonic() < deadline
+    time.sleep(0.05)
+  os.killpg(sweep.pid, signal.SIGTERM)
+  assert sweep.wait(timeout=30) != 0  # KeyboardInterrupt.
+  assert done.exists()
 
 
 @pytest.mark.parametrize('slots, runs_per_device, fraction, expected', [

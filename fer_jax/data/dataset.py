@@ -63,6 +63,8 @@ def cap_per_class(split: sources.Split, cap: int,
   """A random subset with at most `cap` images of each class, order kept."""
   keep = [rng.permutation(np.flatnonzero(split.labels == c))[:cap]
           for c in np.unique(split.labels)]
+  if not keep:  # An empty split, left for `load` to report.
+    return split
   return split.take(np.sort(np.concatenate(keep)))
 
 
@@ -83,7 +85,8 @@ def apply_class_options(data: sources.FerData,
   if config.max_per_class:
     splits = {name: cap_per_class(split, config.max_per_class, rng)
               for name, split in splits.items()}
-  if config.balance == 'undersample':
+  # An empty train split has no smallest class; `load` reports it.
+  if config.balance == 'undersample' and len(splits['train']):
     counts = np.bincount(splits['train'].labels, minlength=data.num_classes)
     smallest = counts[counts > 0].min()
     splits['train'] = cap_per_class(splits['train'], smallest, rng)

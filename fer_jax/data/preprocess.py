@@ -6,6 +6,7 @@ normalises exactly as training did.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,9 @@ _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # equal channels, so RGB -> BGR changes nothing; channel 0 takes B's mean.
 _CAFFE_MEAN = (103.939, 116.779, 123.68)
 _CAFFE_STD = (1.0, 1.0, 1.0)
+# Pixels counted per np.bincount call: it casts them to int64, 8 bytes each,
+# so 32 MB at a time rather than 530 MB for all of FER2013's training set.
+_COUNT_CHUNK = 1 << 22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,20 @@ class InputSpec:
                tuple(values['mean']), tuple(values['std']))
 
 
+def _grey_level_mean_std(images: np.ndarray) -> tuple[float, float]:
+  """Mean and standard deviation of the pixels of uint8 `images`, from
+  their 256-level histogram: no float copy of the images. The sums over it
+  are exact integers; only the last divisions and square root round."""
+  pixels = images.reshape(-1)
+  counts = sum(np.bincount(pixels[start:start + _COUNT_CHUNK], minlength=256)
+               for start in range(0, pixels.size, _COUNT_CHUNK))
+  levels = np.arange(256, dtype=np.int64)
+  # Python ints: n * sum(x^2) - sum(x)^2 exceeds int64 for large sets.
+  n = int(counts.sum())
+  total, squares = int(counts @ levels), int(counts @ levels**2)
+  return total / n, math.sqrt((n * squares - total**2) / n**2)
+
+
 def input_spec(normalization: str, image_size: int, channels: int,
                train_images: np.ndarray) -> InputSpec:
   """The spec for a normalisation mode; 'dataset' measures `train_images`.
@@ -65,8 +83,8 @@ def input_spec(normalization: str, image_size: int, channels: int,
   if normalization == 'symmetric':
     mean, std = (127.5,), (127.5,)
   elif normalization == 'dataset':
-    pixels = train_images.astype(np.float64)
-    mean, std = (float(pixels.mean()),), (float(pixels.std()),)
+    mean, std = _grey_level_mean_std(train_images)
+    mean, std = (mean,), (std,)
   elif normalization in ('imagenet', 'caffe'):
     if channels != 3:
       raise UserError(f'config.data.normalization={normalization!r} needs '

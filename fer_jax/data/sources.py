@@ -5,8 +5,9 @@ Accepted `path` forms (see `describe_forms`):
     `fer2013.tar.gz` / `.tgz` holding it (read in memory, never extracted);
   * an image folder, as a directory or a `.zip`: `train/<class>/*.jpg` and
     `test/<class>/*.jpg`, where the file-name prefixes `Training_`,
-    `PublicTest_` and `PrivateTest_` give the splits; without such prefixes,
-    every image is pooled and split with a seeded stratified split;
+    `PublicTest_` and `PrivateTest_` give the splits; when no file name has
+    such a prefix, every image is pooled and split with a seeded stratified
+    split (a mix of names with and without a prefix is an error);
   * optionally, FER+ votes (`fer2013new.csv`) that relabel the CSV rows by
     row position.
 
@@ -288,9 +289,10 @@ def _class_of(name: str) -> str | None:
 
 
 def _read_image_folder(path: str, bad: _BadRecords
-                       ) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+                       ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Images, labels and file names of the good image files."""
   names, read, close = _folder_entries(path)
-  images, labels, splits = [], [], []
+  images, labels, kept_names = [], [], []
   try:
     for name in names:
       base = os.path.basename(name)
@@ -310,13 +312,13 @@ def _read_image_folder(path: str, bad: _BadRecords
         continue
       images.append(image)
       labels.append(FER2013_CLASSES.index(class_name))
-      splits.append(_split_from_name(name))
+      kept_names.append(name)
   finally:
     close()
   if not images:
     raise UserError(f'{path}: no images found in class folders. '
                     + describe_forms())
-  return np.stack(images), np.asarray(labels, np.int32), splits
+  return np.stack(images), np.asarray(labels, np.int32), kept_names
 
 
 def stratified_split(labels: np.ndarray, ratios: Iterable[float],
@@ -336,6 +338,31 @@ def stratified_split(labels: np.ndarray, ratios: Iterable[float],
       parts[split].append(chunk)
   return {split: np.sort(np.concatenate(chunks))
           for split, chunks in parts.items()}
+
+
+def _folder_split_indices(path: str, names: list[str], labels: np.ndarray,
+                          split_ratios: Iterable[float],
+                          seed: int) -> dict[str, np.ndarray]:
+  """The official split from the file names' prefixes, or a stratified one
+  by `split_ratios` when no name has a prefix."""
+  name_splits = [_split_from_name(name) for name in names]
+  unprefixed = [name for name, split in zip(names, name_splits)
+                if split is None]
+  if not unprefixed:
+    name_splits = np.asarray(name_splits)
+    return {s: np.flatnonzero(name_splits == s) for s in SPLITS}
+  if len(unprefixed) < len(names):
+    # Pooling would move official PrivateTest images into training.
+    raise UserError(
+        f'{path}: {len(unprefixed)} of {len(names)} image files have no '
+        f'{"/".join(f"{usage}_" for usage in USAGE_TO_SPLIT)} file-name '
+        f'prefix (e.g. {", ".join(unprefixed[:3])}) while the others have '
+        'one, so the official split is unclear: give those files the prefix '
+        'of their split or remove them, or remove the prefix from every '
+        'file to split all images by config.data.split_ratios.')
+  logging.info('%s: no file name carries a split prefix; using a seeded '
+               'stratified %s split.', path, tuple(split_ratios))
+  return stratified_split(labels, split_ratios, seed)
 
 
 # ------------------------------------------------------------------- Entry.
@@ -359,8 +386,8 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
       test always get majority labels.
     on_bad_record: `error` stops at the first bad record, naming it; `skip`
       skips bad records and counts them in `FerData.skipped` and the log.
-    split_ratios: train/val/test fractions for image folders whose file
-      names carry no split prefix.
+    split_ratios: train/val/test fractions for image folders where no file
+      name carries a split prefix.
     seed: seed of that stratified split.
   """
   if not path:
@@ -405,15 +432,10 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
       raise UserError('FER+ votes are joined to FER2013 by row position, so '
                       'they need the challenge CSV form as data.path, not '
                       f'the image folder {path}.')
-    images, labels, name_splits = _read_image_folder(path, bad)
+    images, labels, names = _read_image_folder(path, bad)
     class_names = FER2013_CLASSES
-    if all(s is not None for s in name_splits):
-      name_splits = np.asarray(name_splits)
-      split_indices = {s: np.flatnonzero(name_splits == s) for s in SPLITS}
-    else:
-      logging.info('%s: file names carry no split prefix; using a seeded '
-                   'stratified %s split.', path, tuple(split_ratios))
-      split_indices = stratified_split(labels, split_ratios, seed)
+    split_indices = _folder_split_indices(path, names, labels, split_ratios,
+                                          seed)
   else:
     raise UserError(f'Dataset path {path} is not a recognised form. '
                     + describe_forms())

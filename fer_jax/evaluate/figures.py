@@ -51,7 +51,8 @@ def write_figures(evaluation: report.Evaluation, out_dir: str, name: str, *,
   """Writes the figures of run `name` into `out_dir`; returns their paths.
 
   t-SNE uses a seeded random subset of `tsne_points` test images (t-SNE is
-  quadratic-ish in the points), the prediction grid `sample_images`.
+  quadratic-ish in the points; 0: no t-SNE plots, else at least 2), the
+  prediction grid `sample_images`.
   """
   os.makedirs(out_dir, exist_ok=True)
   trained, data = evaluation.trained, evaluation.data
@@ -77,15 +78,16 @@ def write_figures(evaluation: report.Evaluation, out_dir: str, name: str, *,
                    path('roc_test.png'), f'{name}: test, one-vs-rest')
 
   order = np.random.default_rng(seed).permutation(len(test))
-  chosen = test.take(np.sort(order[:tsne_points]))
-  embeddings = inference.batched_logits(
-      pre_logits_fn(trained.model, trained.input_spec), trained.variables,
-      chosen.images, evaluation.run.load_config().train.eval_batch_size)
-  for kind, features in (('pixels', chosen.images),
-                         ('embeddings', embeddings)):
-    plots.embedding_scatter(tsne(features, seed), chosen.labels, class_names,
-                            path(f'tsne_{kind}.png'),
-                            f'{name}: t-SNE of test {kind}')
+  if tsne_points:
+    chosen = test.take(np.sort(order[:tsne_points]))
+    embeddings = inference.batched_logits(
+        pre_logits_fn(trained.model, trained.input_spec), trained.variables,
+        chosen.images, evaluation.run.load_config().train.eval_batch_size)
+    for kind, features in (('pixels', chosen.images),
+                           ('embeddings', embeddings)):
+      plots.embedding_scatter(tsne(features, seed), chosen.labels,
+                              class_names, path(f'tsne_{kind}.png'),
+                              f'{name}: t-SNE of test {kind}')
 
   shown = order[:sample_images]
   plots.prediction_grid(test.images[shown], test.labels[shown],

@@ -81,8 +81,13 @@ def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
                with_ensemble: bool = False) -> str:
   """Reports, figures and tables of the runs in `paths` (see the module's
   docstring); returns the path of the Markdown tables. Without
-  `with_figures`, the reports and tables only. `with_ensemble` also
-  evaluates the runs' ensemble into <out>/ensemble.md and .json."""
+  `with_figures`, the reports and tables only; `tsne_points` of 0 leaves out
+  the t-SNE plots. `with_ensemble` also evaluates the runs' ensemble into
+  <out>/ensemble.md and .json."""
+  if tsne_points < 2 and tsne_points != 0:
+    # t-SNE needs two points: its perplexity must lie between 0 and N - 1.
+    raise UserError(f'--tsne_points={tsne_points} must be at least 2, or 0 '
+                    'for no t-SNE plots.')
   workdirs = run_dirs(paths)
   if with_ensemble and len(workdirs) < 2:
     raise UserError('An ensemble needs at least two runs; give more '

@@ -9,6 +9,7 @@ give back).
 
 import dataclasses
 import logging
+import os
 import statistics
 
 import numpy as np
@@ -50,7 +51,10 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
 
   `data` saves re-reading the dataset when the caller already holds it.
   `ten_crop` adds `report['ten_crop'][split]`: the same metrics with ten-crop
-  test-time augmentation (inference.ten_crops).
+  test-time augmentation (inference.ten_crops). Without it, the ten-crop
+  section of the report.json replaced is kept if it is of the same best
+  checkpoint (its `checkpoint_step`), so that a quick report does not drop
+  what fer_jax.release ships.
   """
   config = run.load_config()
   trained = inference.load_trained(run, 'best')
@@ -71,6 +75,8 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   records = run.read_metrics()
   report = {
       'model': config.model.name,
+      # The best checkpoint keeps one step, the one just restored.
+      'checkpoint_step': run.latest_step('best'),
       'num_params': models.count_params(trained.variables['params']),
       'mflops': inference.forward_mflops(logits_fn, trained.variables,
                                data.splits['test'].images[:1]),
@@ -91,6 +97,8 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
                                 max(1, config.train.eval_batch_size // 10))
     report['ten_crop'] = scores_of(ten_crop_logits)
   target = run if report_dir is None else rundir.RunDir(report_dir)
+  if not ten_crop:
+    _keep_ten_crop(target, report)
   target.write_json(rundir.REPORT, report)
   plots.confusion_matrix(
       report['test']['confusion_matrix'], trained.class_names,
@@ -104,6 +112,28 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
     logging.info('%s: accuracy %.4f, macro-F1 %.4f, weighted-F1 %.4f', what,
                  result['accuracy'], result['macro_f1'], result['weighted_f1'])
   return Evaluation(run, report, trained, data, logits, ten_crop_logits)
+
+
+def _keep_ten_crop(target: rundir.RunDir, report: dict) -> None:
+  """Copies into `report` the ten-crop section of the report.json in
+  `target` if that one is of the same checkpoint; else warns that it goes."""
+  if not os.path.isfile(target.file(rundir.REPORT)):
+    return
+  previous = target.read_json(rundir.REPORT)
+  if 'ten_crop' not in previous:
+    return
+  if previous.get('checkpoint_step') == report['checkpoint_step']:
+    report['ten_crop'] = previous['ten_crop']
+    logging.info('Kept the ten-crop figures of %s (checkpoint step %d); '
+                 '--ten_crop recomputes them.', target.file(rundir.REPORT),
+                 report['checkpoint_step'])
+    return
+  logging.warning(
+      'Dropping the ten-crop figures of %s: they may not be of the best '
+      'checkpoint now (step %d; theirs: %s). Run python -m fer_jax.report '
+      '--ten_crop to report them again (fer_jax.release ships them).',
+      target.file(rundir.REPORT), report['checkpoint_step'],
+      previous.get('checkpoint_step', 'not recorded'))
 
 
 def write_report(run: rundir.RunDir, data: sources.FerData | None = None, *,

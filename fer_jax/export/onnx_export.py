@@ -3,12 +3,14 @@
   python -m fer_jax.export --workdir=runs/resnet_small --out=model.onnx \
       [--checkpoint=best]
 
-The graph takes float32 [N, size, size, 1] grey crops with values 0-255
-(size: the run's model input size), normalises them as the run's InputSpec
-does (channels repeated for 3-channel models), and returns class
-probabilities [N, classes]; N is dynamic. The ONNX metadata holds `classes`
-(a JSON list), `input_size`, `input_spec` (JSON) and `config` (the run's
-config.json text). Conversion is jax2onnx's (pip install ".[onnx]").
+The graph takes float32 [N, 48, 48, 1] grey face crops with values 0-255
+(48: FER2013's face size, what training fed every model), resizes them to
+the model's input size and normalises them as the run's InputSpec does
+(channels repeated for 3-channel models), and returns class probabilities
+[N, classes]; N is dynamic. The ONNX metadata holds `classes` (a JSON list),
+`input_size` (the crops' side, 48), `input_spec` (JSON, with the model's
+own size) and `config` (the run's config.json text). Conversion is
+jax2onnx's (pip install ".[onnx]").
 """
 
 import argparse
@@ -18,9 +20,11 @@ import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fer_jax import inference, rundir
+from fer_jax.data import sources
 from fer_jax.errors import UserError
 from fer_jax.predict import onnx_predictor, predictor
 
@@ -29,7 +33,8 @@ OUTPUT_NAME = 'probabilities'
 
 
 def probabilities_fn(trained: inference.TrainedModel):
-  """float32 [N, size, size, 1] grey 0-255 -> probabilities [N, classes]."""
+  """float32 [N, H, W, 1] grey 0-255 -> probabilities [N, classes], as the
+  predictor computes them (the InputSpec resizes to the model's size)."""
 
   def probabilities(faces):
     logits = trained.model.apply(trained.variables, trained.input_spec(faces),
@@ -37,6 +42,30 @@ def probabilities_fn(trained: inference.TrainedModel):
     return jax.nn.softmax(logits, axis=-1)
 
   return probabilities
+
+
+def _resize_matrix(source: int, target: int) -> np.ndarray:
+  """[target, source]: jax.image.resize's bilinear map along one axis (the
+  resize of the identity; it is linear and separable)."""
+  return np.asarray(jax.image.resize(np.eye(source, dtype=np.float32),
+                                     (target, source), 'bilinear'))
+
+
+def _graph_fn(trained: inference.TrainedModel):
+  """`probabilities_fn` on [N, 48, 48, 1] faces (sources.IMAGE_SIZE), in a
+  form jax2onnx converts: it converts jax.image.resize only for a fixed
+  batch size, so the resize to another model size is two matrix products."""
+  probabilities = probabilities_fn(trained)
+  size = trained.input_spec.image_size
+  if size == sources.IMAGE_SIZE:
+    return probabilities
+  matrix = _resize_matrix(sources.IMAGE_SIZE, size)
+
+  def resized_probabilities(faces):
+    return probabilities(jnp.einsum('hi,nijc,wj->nhwc', matrix, faces,
+                                    matrix))
+
+  return resized_probabilities
 
 
 def to_onnx(trained: inference.TrainedModel, config_text: str = ''):
@@ -47,14 +76,14 @@ def to_onnx(trained: inference.TrainedModel, config_text: str = ''):
   except ImportError:
     raise UserError('Exporting needs jax2onnx and onnx: pip install '
                     '".[onnx]".') from None
-  size = trained.input_spec.image_size
   # jax2onnx logs a warning for each shape it leaves untyped: noise here.
   serde_logger = logging.getLogger('onnx_ir.serde')
   level = serde_logger.level
   serde_logger.setLevel(logging.ERROR)
+  face_size = sources.IMAGE_SIZE
   try:
     model = jax2onnx.to_onnx(
-        probabilities_fn(trained), [('N', size, size, 1)],
+        _graph_fn(trained), [('N', face_size, face_size, 1)],
         model_name='fer_jax', input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME])
   except TypeError as e:
@@ -71,7 +100,7 @@ def to_onnx(trained: inference.TrainedModel, config_text: str = ''):
   del model.graph.value_info[:]
   metadata = {
       onnx_predictor.CLASSES_KEY: json.dumps(list(trained.class_names)),
-      onnx_predictor.INPUT_SIZE_KEY: str(size),
+      onnx_predictor.INPUT_SIZE_KEY: str(face_size),
       'input_spec': json.dumps(trained.input_spec.to_json()),
       onnx_predictor.CONFIG_KEY: config_text,
   }
@@ -80,7 +109,8 @@ def to_onnx(trained: inference.TrainedModel, config_text: str = ''):
     entry.key, entry.value = key, value
   model.producer_name = 'fer_jax'
   onnx.checker.check_model(model)
-  _check_against_jax(model, probabilities_fn(trained), size)
+  # Against the predictor's JAX path: this checks the resize too.
+  _check_against_jax(model, probabilities_fn(trained), face_size)
   return model
 
 
@@ -117,10 +147,6 @@ def export(workdir: str | None, out: str, checkpoint: str = 'best') -> str:
                     'directory of a training run.')
   # pylint: disable-next=protected-access
   run = rundir.RunDir(workdir or predictor._pretrained_workdir(), create=False)
-  if not os.path.isfile(run.file(rundir.DATASET)):
-    raise UserError(f'{run.path} has no {rundir.DATASET}; give the '
-                    '--workdir of a training run that finished its first '
-                    'epoch.')
   trained = inference.load_trained(run, checkpoint)
   with open(run.file(rundir.CONFIG)) as f:
     config_text = f.read()

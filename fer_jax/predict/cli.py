@@ -1,4 +1,4 @@
-"""Command line: emotions of the faces in photos, folders and videos.
+"""Command line: emotions of the faces in photos, folders of photos, videos.
 
   python -m fer_jax.predict --workdir=runs/resnet_small photo.jpg photos/ \
       --out=preds/
@@ -7,8 +7,10 @@
 
 One JSON line per image file (per processed frame of a video, with `frame`
 and `time_s`) on stdout, or CSV rows with --format=csv; a readable table on
-stderr and, with --out, annotated copies. Exit status: 0 if any file gave
-faces, 1 if none did, 2 for a usage error.
+stderr and, with --out, annotated copies, at the inputs' paths relative to
+their common folder. Folders are searched for images only (a video can take
+long: give it as an argument); stderr counts the other files left out. Exit
+status: 0 if any file gave faces, 1 if none did, 2 for a usage error.
 
 The ONNX backend imports no JAX: this module loads the JAX one lazily.
 """
@@ -32,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
       prog='python -m fer_jax.predict',
       description='Finds the faces in photos and classifies their emotion.')
   parser.add_argument('paths', nargs='+', metavar='PATH',
-                      help='image files, or folders searched recursively')
+                      help='image or video files, or folders searched '
+                      'recursively for images (not videos)')
   parser.add_argument('--backend', choices=('jax', 'onnx'),
                       help='jax (a training run) or onnx (an exported '
                       '--model; no JAX needed); default: onnx with --model, '
@@ -45,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                       default='best',
                       help='which checkpoint of the run (default %(default)s)')
   parser.add_argument('--out', help='folder for annotated copies (videos as '
-                      '.mp4)')
+                      '.mp4), at the inputs\' paths relative to their common '
+                      'folder')
   parser.add_argument('--format', choices=('json', 'csv'), default='json',
                       help='stdout: JSON lines or CSV rows, one per face '
                       '(default %(default)s)')
@@ -156,15 +160,25 @@ def _video(model: predictor.FacePredictor, path: str, out_name: str,
 
 def _inputs(paths: list[str]) -> list[tuple[str, str | None]]:
   """(path, name under --out) for each file argument and each image file in
-  each folder argument; an empty folder comes with None."""
+  each folder argument; an empty folder comes with None. A name is the path
+  relative to the folder that holds every file argument and every folder
+  argument: distinct files never share an annotated copy (a/x.jpg and
+  b/x.jpg, or one/photos/ and two/photos/)."""
+  abspaths = [os.path.abspath(path) for path in paths]
+  common = os.path.commonpath([os.path.dirname(path) for path in abspaths])
   inputs = []
-  for path in paths:
+  for path, abspath in zip(paths, abspaths):
     if not os.path.isdir(path):
-      inputs.append((path, os.path.basename(path)))
+      inputs.append((path, os.path.relpath(abspath, common)))
       continue
-    found = images.files_under(path)
-    top = os.path.basename(os.path.normpath(path))
-    inputs += [(os.path.join(path, name), os.path.join(top, name))
+    found, others = images.files_under(path)
+    if others:
+      videos = sum(map(video.is_video, others))
+      print(f'{path:<32} left out {len(others)} non-image file(s)'
+            + (f', {videos} of them video(s): give videos as arguments'
+               if videos else ''), file=sys.stderr, flush=True)
+    inputs += [(os.path.join(path, name),
+                os.path.relpath(os.path.join(abspath, name), common))
                for name in found] or [(path, None)]
   return inputs
 

@@ -21,15 +21,19 @@ class UnreadableImage(UserError):
     self.reason = reason
 
 
-def files_under(folder: str) -> list[str]:
-  """Paths, relative to `folder`, of its image files at any depth, sorted."""
-  found = []
+def files_under(folder: str) -> tuple[list[str], list[str]]:
+  """Paths, relative to `folder`, of its image files and of its other files
+  at any depth, each sorted; hidden files and folders are neither."""
+  found, others = [], []
   for root, dirs, files in os.walk(folder):
     dirs[:] = [d for d in dirs if not d.startswith('.')]
-    found += [os.path.relpath(os.path.join(root, name), folder)
-              for name in files if not name.startswith('.')
-              and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS]
-  return sorted(found)
+    for name in files:
+      if name.startswith('.'):
+        continue
+      path = os.path.relpath(os.path.join(root, name), folder)
+      is_image = os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+      (found if is_image else others).append(path)
+  return sorted(found), sorted(others)
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
@@ -40,7 +44,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     # Pillow's convert('L') clips 16-bit levels at 255 instead of scaling.
     grey = np.asarray(image, np.float32) / 257
     image = Image.fromarray(np.clip(grey, 0, 255).round().astype(np.uint8))
-  if image.has_transparency_data:
+  if image.has_transparency_data:  # New in Pillow 10.1.
     white = Image.new('RGBA', image.size, 'white')
     image = Image.alpha_composite(white, image.convert('RGBA'))
   return np.asarray(image.convert('RGB'))

@@ -24,9 +24,11 @@ class OnnxPredictor(predictor.FacePredictor):
   """An exported model applied to the faces found in photos; the same
   detection, crops and `Face`s as `predictor.Predictor`.
 
-  The graph takes float32 grey crops [N, size, size, 1] in 0-255 and returns
-  class probabilities [N, classes]; faces go through it in batches of at most
-  `batch_size` (its batch dimension is dynamic: no padding).
+  The graph takes float32 grey crops [N, size, size, 1] in 0-255 (size: the
+  `input_size` metadata, 48, the training face size: the graph resizes them
+  to the model's own input size) and returns class probabilities
+  [N, classes]; faces go through it in batches of at most `batch_size` (its
+  batch dimension is dynamic: no padding).
   """
 
   def __init__(self, path: str, *, threads: int = 0, **options):

@@ -88,7 +88,8 @@ class FacePredictor:
                margin: float = 0.2, min_face_size: int = 32,
                batch_size: int = 32,
                max_detect_side: int = detect.MAX_DETECT_SIDE):
-    """`detect_faces=False` takes each whole image as one face crop;
+    """`input_size` is the side of the face crops `classify` takes;
+    `detect_faces=False` takes each whole image as one face crop;
     `detector` defaults to `detect.HaarDetector()`."""
     for name, value, least in (('batch_size', batch_size, 1),
                                ('min_face_size', min_face_size, 1),
@@ -148,8 +149,11 @@ class Predictor(FacePredictor):
                ten_crop: bool = False, **options):
     """`options` are FacePredictor's (detect_faces, detector, margin, ...)."""
     from fer_jax import inference  # pylint: disable=import-outside-toplevel
-    super().__init__(trained.class_names, trained.input_spec.image_size,
-                     **options)
+    from fer_jax.data import sources  # pylint: disable=import-outside-toplevel
+    # Faces are cropped to FER2013's 48 px, what training fed the model; its
+    # InputSpec then resizes them to the model's input size (224 for the
+    # ImageNet ports) inside the graph, as it did every training face.
+    super().__init__(trained.class_names, sources.IMAGE_SIZE, **options)
     self._variables = trained.variables
     self._logits_fn = inference.make_logits_fn(
         trained.model, trained.input_spec, ten_crop)

@@ -9,7 +9,19 @@ import numpy as np
 from fer_jax import models
 from fer_jax.data import dataset, device_augment, preprocess, sources
 from fer_jax.errors import UserError
-from fer_jax.train import distill, mixing, optim, phases, warm_start
+from fer_jax.train import (distill, epoch_metrics, mixing, optim, phases,
+                           warm_start)
+
+# Bounds of config.train fields that phases do not set, as phases.LIMITS.
+TRAIN_LIMITS = {
+    'label_smoothing': (lambda value: 0 <= value < 1,
+                        'must be in [0, 1) (0: off; e.g. 0.1)'),
+    'log_every_steps': (lambda value: value >= 1,
+                        "must be >= 1: the steps between the progress bar's "
+                        'loss updates'),
+    'ema_decay': (lambda value: 0 <= value < 1,
+                  'must be in [0, 1) (0: no EMA of the weights; e.g. 0.999)'),
+}
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -28,6 +40,8 @@ def check(config: ml_collections.ConfigDict) -> None:
                     f'{name} for {size}x{size}x{channels} inputs: '
                     f'{" ".join(str(e).split("-" * 20)[0].split())}') from None
   warm_start.check(config)
+  phases.check_limits(config.train, 'config.train.',
+                      {**phases.LIMITS, **TRAIN_LIMITS})
   plan = phases.parse(config.train)
   groups = None
   for phase in plan:
@@ -54,13 +68,23 @@ def check(config: ml_collections.ConfigDict) -> None:
       or config.train.batch_size < 1):
     raise UserError('config.train.epochs and config.train.batch_size must be '
                     '>= 1.')
+  check_metrics(config.train)
+
+
+def check_metrics(train: ml_collections.ConfigDict,
+                  class_names: tuple[str, ...] | None = None) -> None:
+  """config.train's selection and plateau metrics are validation metrics
+  that every epoch logs; before the classes are known (None), a per-class
+  metric passes with any class name."""
+  logged = epoch_metrics.validation_metric_names(
+      class_names or (epoch_metrics.ANY_CLASS,))
   for field in ('selection_metric', 'plateau_metric'):
-    metric = config.train[field]
+    metric = train[field]
     if not metric.startswith('val/'):
       raise UserError(f'config.train.{field}={metric!r} must be a validation '
                       "metric such as 'val/macro_f1' or 'val/loss': models "
                       'are never selected or tuned on the test split.')
-  ema_decay = config.train.get('ema_decay', 0.0)
-  if not 0.0 <= ema_decay < 1.0:
-    raise UserError(f'config.train.ema_decay={ema_decay} must be in [0, 1) '
-                    '(0: no EMA of the weights; e.g. 0.999).')
+    per_class = f'{metric.rpartition("/")[0]}/{epoch_metrics.ANY_CLASS}'
+    if metric not in logged and (class_names or per_class not in logged):
+      raise UserError(f'config.train.{field}={metric!r} is not logged; '
+                      f'choose one of {logged}.')

@@ -2,20 +2,26 @@
 it ends with (a line of metrics.jsonl, TensorBoard scalars, a log line).
 
 The step returns its metrics on the device; they are fetched once per epoch
-(or per mid-epoch checkpoint), never per step.
+(or per mid-epoch checkpoint), never per step. (The progress bar alone, on
+process 0, reads one step's loss every config.train.log_every_steps steps,
+one update late, after an asynchronous copy: see loop._Trainer._train_epoch.)
 """
 
 import logging
 import sys
 import time
+import warnings
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from fer_jax import metrics, rundir
+from fer_jax import inference, metrics, rundir
 from fer_jax.errors import UserError
 from fer_jax.train import optim, step
+
+# Stands for a class name in `validation_metric_names`.
+ANY_CLASS = '<class>'
 
 
 class PartialEpoch:
@@ -77,6 +83,25 @@ def check_losses(partial: dict, epoch: int, steps_per_epoch: int,
       f'config.train.learning_rate. {kept}')
 
 
+def _validation_scalars(val: dict) -> dict[str, float]:
+  return metrics.flat_scalars(val, 'val')
+
+
+def validation_metric_names(class_names: tuple[str, ...]) -> list[str]:
+  """The validation metrics that `epoch_record` logs, sorted: 'val/loss',
+  'val/macro_f1', ..., 'val/f1/<class name>', ... Those of an evaluation
+  of one image, so that they come from the code that logs them."""
+  constant_logits = lambda variables, images: np.zeros(
+      (len(images), len(class_names)), np.float32)
+  with warnings.catch_warnings():
+    # Of a single class (ANY_CLASS alone): its 1x1 confusion matrix.
+    warnings.simplefilter('ignore', UserWarning)
+    val = inference.evaluate(constant_logits, None,
+                             np.zeros((1, 48, 48), np.uint8),
+                             np.zeros(1, np.int32), class_names, batch_size=1)
+  return sorted(_validation_scalars(val))
+
+
 def epoch_record(epoch: int, phase: int, state: step.TrainState,
                  partial: dict, val: dict, class_names: tuple,
                  images_per_epoch: int) -> dict:
@@ -92,7 +117,7 @@ def epoch_record(epoch: int, phase: int, state: step.TrainState,
       'learning_rate': float(optim.current_learning_rate(state.opt_state)),
       'train_seconds': partial['seconds'],
       'train_images_per_second': images_per_epoch / partial['seconds'],
-      **metrics.flat_scalars(val, 'val')}
+      **_validation_scalars(val)}
 
 
 def log_epoch(record: dict, total_epochs: int, phase_suffix: str) -> None:

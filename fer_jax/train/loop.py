@@ -39,6 +39,45 @@ def _without_layout(config: dict | None) -> dict | None:
                      if k not in _LAYOUT_KEYS}
 
 
+def _changed_keys(before: dict, after: dict, prefix: str = '') -> list[str]:
+  """The dotted keys whose values differ between two configs as JSON."""
+  changed = []
+  for key in sorted(before.keys() | after.keys()):
+    old, new = before.get(key), after.get(key)
+    if isinstance(old, dict) and isinstance(new, dict):
+      changed += _changed_keys(old, new, f'{prefix}{key}.')
+    elif old != new:
+      changed.append(f'{prefix}{key}')
+  return changed
+
+
+def _record_config_change(run: rundir.RunDir, previous: dict | None,
+                          config: dict) -> None:
+  """On resuming under another config, keeps the one trained under so far
+  in config_history.jsonl, with the step it reached: config.json then holds
+  the new one, and the run's results remain traceable to both. Changing
+  the weights a run started from or distils from is refused: the first
+  would be ignored (a resumed run continues from its checkpoint) and the
+  second would leave distill_from.json naming the wrong teachers."""
+  if previous is None:
+    return
+  changed = _changed_keys(_without_layout(previous), _without_layout(config))
+  if not changed:
+    return
+  for key in ('model.init_from', 'train.distill_from'):
+    if key in changed:
+      raise UserError(
+          f'{run.path} is resumed with another config.{key} than it was '
+          f'trained with; start a new --workdir instead (with '
+          f'--config.model.init_from={run.path} to continue from this run).')
+  step_reached = run.latest_step()
+  run.append_json_line(rundir.CONFIG_HISTORY,
+                       {'step': step_reached, 'config': previous})
+  logging.warning('Resuming %s at step %d under another config (%s); the '
+                  'one before is kept in %s.', run.path, step_reached,
+                  ', '.join(changed), rundir.CONFIG_HISTORY)
+
+
 class _StopSignals:
   """Records SIGTERM / SIGINT instead of dying, so the loop can checkpoint
   first; a second signal of the same kind acts as usual."""
@@ -113,16 +152,16 @@ class _Trainer:
     self.main = jax.process_index() == 0
     self.run, previous_config = _open_run(config, workdir)
     self.data = dataset.load(config.data, config.seed)
+    config_check.check_metrics(config.train, self.data.class_names)
     train_split = self.data.splits['train']
     self.spec = preprocess.input_spec(
         config.data.normalization, config.data.image_size,
         config.data.channels, train_split.images)
     self.resuming = self.run.latest_step() is not None  # Every process.
     if self.main:
-      if self.resuming and (_without_layout(previous_config)
-                            != _without_layout(rundir.as_json(config))):
-        logging.warning('Resuming %s with a config that differs from its '
-                        'config.json; the new one is saved.', self.run.path)
+      if self.resuming:
+        _record_config_change(self.run, previous_config,
+                              rundir.as_json(config))
       self.run.save_config(config)
       self.run.write_json(rundir.DATASET, _data_info(self.data, self.spec))
 
@@ -312,6 +351,7 @@ class _Trainer:
         disable=not self.main)
     step_metrics = []
     data_state = None
+    shown_loss = None  # The last progress-bar update's, on its way to the host.
     for i, (images_and_labels, data_state) in enumerate(pipeline.to_device(
         self.batches, steps - done, self.batch_sharding,
         self.config.data.prefetch_batches), start=done + 1):
@@ -319,8 +359,14 @@ class _Trainer:
                                             self.dropout_rng)
       step_metrics.append(results)
       progress.update(batch)
-      if i % self.config.train.log_every_steps == 0:
-        progress.set_postfix(loss=f'{float(results["loss"]):.3f}')
+      if self.main and i % self.config.train.log_every_steps == 0:
+        # The bar shows the loss of its update before, log_every_steps
+        # steps back and copied to the host since: reading it waits for no
+        # step dispatched after that one, so the device's queue stays full.
+        if shown_loss is not None:
+          progress.set_postfix(loss=f'{float(shown_loss):.3f}', refresh=False)
+        shown_loss = results['loss']
+        shown_loss.copy_to_host_async()
       if self.memory_kept:
         cpu_memory.after_step(i - done, self.keep_memory_steps, results)
       if i < steps and (stop.signal or (every and i % every == 0)):
@@ -330,15 +376,20 @@ class _Trainer:
         epoch_metrics.check_losses(partial, epoch, steps, self.run)
         self._save_latest(data_state, partial)
         if stop.signal:
-          self.run.wait_until_finished()
-          raise Interrupted(
-              f'Stopped by {signal.Signals(stop.signal).name} in epoch '
-              f'{epoch} at step {int(self.state.step)}; a checkpoint is '
-              'saved: run the same command again to resume.', stop.signal)
+          self._stop(stop, f'in epoch {epoch}')
     progress.close()
     partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics, start)
     epoch_metrics.check_losses(partial, epoch, steps, self.run)
     return partial, data_state
+
+  def _stop(self, stop: _StopSignals, where: str):
+    """Ends the run on `stop`'s signal, once the checkpoint just saved is
+    written."""
+    self.run.wait_until_finished()
+    raise Interrupted(
+        f'Stopped by {signal.Signals(stop.signal).name} {where} at step '
+        f'{int(self.state.step)}; a checkpoint is saved: run the same command '
+        'again to resume.', stop.signal)
 
   def _epoch_record(self, epoch: int, phase: phases.Phase, partial) -> dict:
     """The epoch's record (train and PublicTest metrics), logged and, by
@@ -352,11 +403,6 @@ class _Trainer:
     record = epoch_metrics.epoch_record(
         epoch, phase.number, self.state, partial, val, self.data.class_names,
         self.steps_per_epoch * self.global_batch)
-    for field, metric in (('selection_metric', self.metric),
-                          ('plateau_metric', self.plateau.metric)):
-      if metric not in record:
-        raise UserError(f'config.train.{field}={metric!r} is not logged; '
-                        f'choose one of {sorted(record)}.')
     record = multihost.from_process_0(record)
     if self.main:
       self.run.append_metrics(record)
@@ -451,6 +497,9 @@ class _Trainer:
           # The latest checkpoint then holds the next phase's start.
           self._next_phase()
         self._save_latest(data_state, None)
+        # Also a signal during the epoch's last step, not looked at above.
+        if stop.signal:
+          self._stop(stop, f'after epoch {epoch}')
 
     if self.main:
       self.writer.close()

@@ -7,9 +7,9 @@ image's own label is drawn once per batch from Beta(alpha, alpha), CutMix's
 box covers about 1 - lam of the image and lam is then corrected to the
 box's actual area (clipped at the border), and with both alphas > 0 each
 batch uses one of the two with probability 0.5 (switch_prob=0.5). The loss
-is lam * CE(own labels) + (1 - lam) * CE(partner labels)
-(`step.mixed_cross_entropy`); train accuracy is still measured against the
-own, unmixed labels.
+is lam * loss(own targets) + (1 - lam) * loss(partner targets), the loss
+being cross-entropy or FER+'s multi-target loss (`step.mixed_loss`); train
+accuracy is still measured against the own, unmixed labels.
 
 `lam` comes from `symmetric_beta`, not `jax.random.beta`: that one samples
 its Gammas by rejection in while loops (two per draw on a GPU), and there

@@ -32,6 +32,19 @@ TRAIN_FIELDS = {
     'warmup_epochs': float, 'plateau_factor': float, 'plateau_patience': int,
     'early_stopping_patience': int}
 FIELDS = ('epochs', 'trainable', *TRAIN_FIELDS)
+# The bounds of numeric TRAIN_FIELDS, for config.train's values and each
+# phase's: field -> (whether a value is within them, what it must be).
+LIMITS = {
+    'learning_rate': (lambda value: value > 0, 'must be > 0'),
+    'weight_decay': (lambda value: value >= 0, 'must be >= 0'),
+    'warmup_epochs': (lambda value: value >= 0,
+                      'must be >= 0 (0: no warm-up)'),
+    'plateau_factor': (lambda value: 0 < value <= 1,
+                       'must be in (0, 1]: reduce-on-plateau multiplies the '
+                       'learning rate by it (1: never lowers it)'),
+    'early_stopping_patience': (lambda value: value >= 0,
+                                'must be >= 0 (0: no early stopping)'),
+}
 TRAINABLE = "'head', 'last:N' (the last N blocks and the head) or 'all'"
 
 
@@ -57,6 +70,15 @@ def _check_trainable(trainable: str) -> None:
   prefix, _, count = trainable.partition(':')
   if prefix != 'last' or not count.isdigit() or int(count) < 1:
     raise ValueError
+
+
+def check_limits(settings: dict | ml_collections.ConfigDict, where: str,
+                 limits: dict = LIMITS) -> None:
+  """Fails on the first field of `limits` (as LIMITS) whose value in
+  `settings` is out of bounds; `where` goes before the field's name."""
+  for field, (within, rule) in limits.items():
+    if field in settings and not within(settings[field]):
+      raise UserError(f'{where}{field}={settings[field]!r} {rule}.')
 
 
 def parse(train: ml_collections.ConfigDict) -> list[Phase]:
@@ -92,10 +114,12 @@ def parse(train: ml_collections.ConfigDict) -> list[Phase]:
                      bool: 'true or false'}[kind])
         raise UserError(f'{where}: {key}={text!r} is not {expected}.'
                         ) from None
+    if 'epochs' not in values and train.epochs == 0:
+      raise UserError(f'{where}: no epochs= given, and config.train.epochs '
+                      'is 0 (no cap): give each phase its epochs=.')
     epochs = values.pop('epochs', train.epochs)
     if epochs < 1:
-      raise UserError(f'{where}: epochs must be >= 1 (config.train.epochs is '
-                      '0, so give each phase its epochs=).')
+      raise UserError(f'{where}: epochs={epochs} must be >= 1.')
     if train.epochs:
       epochs = min(epochs, train.epochs)
     trainable = values.pop('trainable', 'all')
@@ -104,10 +128,7 @@ def parse(train: ml_collections.ConfigDict) -> list[Phase]:
       if key in values and values[key] not in choices:
         raise UserError(f'{where}: {key}={values[key]!r} is not one of '
                         f'{", ".join(choices)}.')
-    if values.get('learning_rate', 1) <= 0:
-      raise UserError(f'{where}: learning_rate must be > 0.')
-    if values.get('weight_decay', 0) < 0:
-      raise UserError(f'{where}: weight_decay must be >= 0.')
+    check_limits(values, f'{where}: ')
     settings = {**train.to_dict(), **values, 'epochs': epochs}
     result.append(Phase(number, epochs, trainable,
                         ml_collections.ConfigDict(settings)))
