@@ -21,7 +21,7 @@ import numpy as np
 from absl import app, flags
 
 from fer_jax import config as config_lib
-from fer_jax import inference, models, rundir
+from fer_jax import cli, inference, models, rundir
 from fer_jax.data.preprocess import InputSpec
 from fer_jax.export import onnx_export
 from fer_jax.predict import onnx_predictor, predictor
@@ -53,6 +53,11 @@ def _trained() -> inference.TrainedModel:
 
 def main(argv):
   del argv
+  with cli.exits_on_user_errors():
+    _benchmark()
+
+
+def _benchmark() -> None:
   trained = _trained()
   with tempfile.TemporaryDirectory() as folder:
     path = os.path.join(folder, 'model.onnx')
@@ -74,8 +79,10 @@ def main(argv):
         # pylint: disable-next=cell-var-from-loop
         steady = timing.median_ms(lambda: model.classify(crops), flags.FLAGS.repeats)
         rows.append((name, faces, first, steady, steady / faces))
+  # onnxruntime runs on the CPU here; JAX on its default backend.
   print(f'{flags.FLAGS.workdir or flags.FLAGS.model}: ONNX file '
-        f'{size_mb:.2f} MB, {os.cpu_count()} CPU cores')
+        f'{size_mb:.2f} MB, {os.cpu_count()} CPU cores, JAX on '
+        f'{jax.default_backend()}')
   print()
   print('| backend | faces per call | first call ms | steady ms | '
         'steady ms per face |')

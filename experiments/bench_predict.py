@@ -14,6 +14,7 @@ import matplotlib.cbook
 import numpy as np
 from absl import app, flags
 
+from fer_jax import cli
 from fer_jax.predict import detect, predictor
 
 import timing  # experiments/timing.py, beside this script.
@@ -28,6 +29,11 @@ PHOTO = str(matplotlib.cbook.get_sample_data('grace_hopper.jpg',
 
 def main(argv):
   del argv
+  with cli.exits_on_user_errors():
+    _benchmark()
+
+
+def _benchmark() -> None:
   repeats = flags.FLAGS.repeats
   rows = []
   for ten_crop in (False, True):

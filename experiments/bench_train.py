@@ -45,14 +45,20 @@ from collections.abc import Callable
 import numpy as np
 from absl import app, flags
 
+# Neither imports JAX, which the PyTorch child must not load.
+from fer_jax import cli
+from fer_jax.errors import UserError
+
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 DEFAULT_DATA = os.path.join(REPO, os.pardir, 'shared', 'datasets', 'fer2013',
                             'fer2013.tar.gz')
 
 flags.DEFINE_list('model', ['resnet_small'], 'Models (comma-separated); '
                   'settings from configs/<model>.py when it exists.')
-flags.DEFINE_integer('steps', 100, 'Timed steps per figure.')
-flags.DEFINE_integer('batch_size', 64, 'Global batch size.')
+flags.DEFINE_integer('steps', 100, 'Timed steps per figure.',
+                     lower_bound=1)
+flags.DEFINE_integer('batch_size', 64, 'Global batch size.',
+                     lower_bound=1)
 flags.DEFINE_integer('warmup', 3, 'Untimed steps before each timing (after '
                      'compilation).')
 flags.DEFINE_boolean('torch', True, 'Also time the PyTorch reference of '
@@ -229,14 +235,18 @@ def _bench_jax(model_name: str) -> Result:
   batches = iter(pipeline.train_dataset(
       split, batch_size=batch_size, seed=0, augment_config=host_augment,
       num_workers=config.data.num_workers))
-  feed = pipeline.to_device(batches, FLAGS.warmup + FLAGS.steps,
-                            batch_sharding, config.data.prefetch_batches)
+  # Prefetched batches beyond the last timed step: the queue is as full at
+  # the timer's end as at its start, as in training, rather than drained
+  # (which would time `prefetch_batches` fewer batches of host work).
+  feed = pipeline.to_device(
+      batches, FLAGS.warmup + FLAGS.steps + config.data.prefetch_batches,
+      batch_sharding, config.data.prefetch_batches)
   for _ in range(FLAGS.warmup):
     state, _ = train_step(state, next(feed)[0], rng)
   jax.block_until_ready(state)
   start = time.perf_counter()
-  for i, (batch, _) in enumerate(feed, start=1):
-    state, _ = train_step(state, batch, rng)
+  for i in range(1, FLAGS.steps + 1):
+    state, _ = train_step(state, next(feed)[0], rng)
     give_back_as_training_does(i, state)
   jax.block_until_ready(state)
   loop_rate = _images_per_s(time.perf_counter() - start)
@@ -308,8 +318,10 @@ def _print_op_profile(compiled_text: Callable[[], str], run_steps,
     jax.profiler.start_trace(trace_dir)
     run_steps()
     jax.profiler.stop_trace()
-    [path] = glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'),
-                       recursive=True)
+    # Each trace is a new <timestamp> folder: a kept --profile_dir may hold
+    # earlier runs' and the other models'.
+    path = max(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'),
+                         recursive=True), key=os.path.getmtime)
     profile = jax.profiler.ProfileData.from_file(path)
   print('\n'.join(op_profile(profile, compiled_text, steps)),
         file=sys.stderr)
@@ -430,6 +442,11 @@ def _bench_torch() -> Result:
                                lr=config.train.learning_rate)
   loss_fn = nn.CrossEntropyLoss()
 
+  def finish_queued_work():
+    """Waits for the GPU, as JAX's timers do (block_until_ready)."""
+    if device.type == 'cuda':
+      torch.cuda.synchronize(device)
+
   def train_step(x, y):
     x = x.to(device, non_blocking=True)
     y = y.to(device, non_blocking=True)
@@ -446,13 +463,15 @@ def _bench_torch() -> Result:
   x, y = x.to(device), y.to(device)  # Already on the device, as for JAX.
   start = time.perf_counter()
   train_step(x, y)
+  finish_queued_work()
   compile_s = time.perf_counter() - start  # The first step: no compiler.
   for _ in range(FLAGS.warmup):
     train_step(x, y)
+  finish_queued_work()
   start = time.perf_counter()
   for _ in range(FLAGS.steps):
-    loss = train_step(x, y)
-  loss.item()
+    train_step(x, y)
+  finish_queued_work()
   step_rate = _images_per_s(time.perf_counter() - start)
 
   # The loop: torchvision-style CPU augmentation in a DataLoader.
@@ -489,10 +508,11 @@ def _bench_torch() -> Result:
   feed = forever()
   for _ in range(FLAGS.warmup):
     train_step(*next(feed))
+  finish_queued_work()
   start = time.perf_counter()
   for _ in range(FLAGS.steps):
-    loss = train_step(*next(feed))
-  loss.item()
+    train_step(*next(feed))
+  finish_queued_work()
   loop_rate = _images_per_s(time.perf_counter() - start)
 
   where = (f'cuda {torch.cuda.get_device_name(device)}'
@@ -513,8 +533,8 @@ def _run_child(which: str) -> Result:
        f'--child={which}'], stdout=subprocess.PIPE, text=True, check=False)
   lines = [l for l in done.stdout.splitlines() if l.startswith(RESULT)]
   if done.returncode or not lines:
-    raise RuntimeError(f'The {which} measurement failed (exit '
-                       f'{done.returncode}); its errors are above.')
+    raise UserError(f'The {which} measurement failed (exit '
+                    f'{done.returncode}); its error is above.')
   return Result(**json.loads(lines[-1][len(RESULT):]))
 
 
@@ -563,12 +583,17 @@ def _print_row(r: Result) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.child:
-    result = (_bench_torch() if FLAGS.child == 'torch'
-              else _bench_jax(FLAGS.child.split(':', 1)[1]))
-    print(RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
-    return
+  with cli.exits_on_user_errors():
+    if FLAGS.child:
+      result = (_bench_torch() if FLAGS.child == 'torch'
+                else _bench_jax(FLAGS.child.split(':', 1)[1]))
+      print(RESULT + json.dumps(dataclasses.asdict(result)), flush=True)
+    else:
+      _compare()
 
+
+def _compare() -> None:
+  """Runs each measurement in its own process and prints the table."""
   children = [f'jax:{model}' for model in FLAGS.model]
   torch_note = ''
   if FLAGS.torch and 'resnet_small' in FLAGS.model:

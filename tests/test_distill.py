@@ -15,7 +15,7 @@ import fakedata
 import test_report
 from fer_jax import inference, models, release, rundir
 from fer_jax.config import default_config
-from fer_jax.data import ferplus, preprocess
+from fer_jax.data import ferplus, preprocess, sources
 from fer_jax.errors import UserError
 from fer_jax.evaluate import report
 from fer_jax.train import distill, loop, optim, step, warm_start
@@ -206,7 +206,8 @@ def test_init_from_a_run_loads_all_but_a_classifier_of_other_classes(
   fresh = model.init(jax.random.key(3), jnp.zeros((1, 48, 48, 1)),
                      train=False)
   params, batch_stats = warm_start.load(config, fresh['params'],
-                                        fresh['batch_stats'])
+                                        fresh['batch_stats'],
+                                        sources.FER2013_CLASSES)
   trained = jax.tree_util.tree_flatten_with_path(inference.load_trained(
       rundir.RunDir(teacher_dir, create=False)).variables)[0]
   trained = {jax.tree_util.keystr(path): value for path, value in trained}
@@ -225,6 +226,27 @@ def test_init_from_a_run_loads_all_but_a_classifier_of_other_classes(
   # The classifier: 7 outputs here, 8 in the run.
   assert kept == ["['params']['Dense_0']['bias']",
                   "['params']['Dense_0']['kernel']"]
+
+
+def test_init_from_a_run_of_as_many_other_classes_skips_its_classifier(
+    ferplus_files, teacher_dir):
+  config = _tiny_config(ferplus_files)
+  config.model.init_from = teacher_dir
+  model = models.create('resnet_small', 8, stem_features=8,
+                        block_features=(8, 16))
+  fresh = model.init(jax.random.key(3), jnp.zeros((1, 48, 48, 1)),
+                     train=False)
+  source = inference.load_trained(rundir.RunDir(teacher_dir, create=False))
+  for classes, classifier_loaded in ((source.class_names, True),
+                                     (source.class_names[::-1], False)):
+    params, _ = warm_start.load(config, fresh['params'],
+                                fresh['batch_stats'], classes)
+    np.testing.assert_array_equal(
+        params['Conv_0']['kernel'],
+        source.variables['params']['Conv_0']['kernel'])
+    expected = source.variables if classifier_loaded else fresh
+    np.testing.assert_array_equal(params['Dense_0']['kernel'],
+                                  expected['params']['Dense_0']['kernel'])
 
 
 def test_a_run_starts_from_another_runs_best_checkpoint(

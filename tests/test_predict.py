@@ -301,6 +301,18 @@ def test_annotation_draws_boxes_and_labels(tmp_path):
   np.testing.assert_array_equal(cv2.imread(path), drawn)
 
 
+def test_a_label_at_the_right_edge_moves_left_into_the_image():
+  rgb = np.full((200, 200, 3), 128, np.uint8)
+  face = predictor.Face((150, 80, 50, 50), 'surprise',
+                        {'surprise': 1.0, 'happy': 0.0, 'fear': 0.0})
+  drawn = annotate.draw(rgb, [face])
+  # Above the box and its 2 px edge.
+  label_rows = np.any(drawn[:75] != 128, axis=2)
+  # "surprise 100%" is about 100 px wide: it starts left of the box.
+  assert label_rows[:, :140].any()
+  assert label_rows[:, 199].any()
+
+
 # ----------------------------------------------------------- Command line.
 
 

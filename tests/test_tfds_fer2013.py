@@ -1,6 +1,7 @@
 """The fer2013 TFDS builder: prepare, read back, Grain, CLI; no TF, no network."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -231,3 +232,17 @@ def test_a_run_reads_a_prepared_data_dir(data_dir):
   config.ferplus_path = 'fer2013new.csv'
   with pytest.raises(UserError, match='challenge CSV'):
     dataset.load(config, 0)
+  config.ferplus_path = ''
+  config.split_ratios = (0.8, 0.1, 0.1)
+  with pytest.raises(UserError, match='holds the splits made when it was '
+                     'prepared'):
+    dataset.load(config, 0)
+
+
+def test_the_extracted_kaggle_tarball_is_found(manual_dir, tmp_path):
+  (tmp_path / 'fer2013').mkdir()
+  shutil.copy(os.path.join(manual_dir, 'fer2013.csv'),
+              tmp_path / 'fer2013' / 'fer2013.csv')
+  found = tfds_fer2013._find_manual_file(  # pylint: disable=protected-access
+      str(tmp_path))
+  assert found == str(tmp_path / 'fer2013' / 'fer2013.csv')

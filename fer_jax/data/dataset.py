@@ -30,6 +30,13 @@ def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
         raise UserError('FER+ votes are joined to FER2013 by row position: '
                         'set config.data.path to the challenge CSV, not the '
                         f'TFDS data dir {config.path}.')
+      if tuple(config.split_ratios) != sources.DEFAULT_SPLIT_RATIOS:
+        raise UserError(
+            f'config.data.split_ratios={tuple(config.split_ratios)}: the TFDS '
+            f'data dir {config.path} holds the splits made when it was '
+            f'prepared (by {sources.DEFAULT_SPLIT_RATIOS} where the files '
+            'carry no split); set config.data.path to the download itself '
+            'to split it otherwise.')
       return tfds_fer2013.load_prepared(config.path)
   return sources.load(config.path, ferplus_path=config.ferplus_path,
                       label_mode=config.label_mode,

@@ -41,6 +41,9 @@ USAGE_TO_SPLIT = {'Training': 'train', 'PublicTest': 'val',
 SPLITS = ('train', 'val', 'test')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.pgm', '.tif', '.tiff')
 BAD_RECORD_POLICIES = ('error', 'skip')
+# Train / val / test shares of an image folder whose file names carry no
+# split (config.data.split_ratios).
+DEFAULT_SPLIT_RATIOS = (0.7, 0.15, 0.15)
 
 DOWNLOAD_HINT = (
     'FER2013 is at https://www.kaggle.com/c/challenges-in-representation-'
@@ -374,7 +377,7 @@ def _is_csv_form(path: str) -> bool:
 
 def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
          on_bad_record: str = 'error',
-         split_ratios: Iterable[float] = (0.7, 0.15, 0.15),
+         split_ratios: Iterable[float] = DEFAULT_SPLIT_RATIOS,
          seed: int = 0) -> FerData:
   """Reads FER2013 (or FER+ labels over it) from any accepted form.
 

@@ -6,7 +6,11 @@ Prepare once from the files downloaded by hand:
 
 then point `config.data.path` at the data_dir. The builder reads the manual
 download with `sources.load`, so the prepared splits hold exactly the images,
-labels and order that reading the download directly gives.
+labels and order that reading the download directly gives with the
+default split settings and --on_bad_record: the CSV and a folder of
+prefixed file names carry their official split, and a folder without
+prefixes is split by seed 0 and ratios 0.7 / 0.15 / 0.15, whatever a run's
+seed (dataset.load refuses other config.data.split_ratios here).
 
 Importing this module registers the `fer2013` builder. TFDS's GCS look-ups
 are off by default in this TFDS version, and every call here also turns them
@@ -28,8 +32,8 @@ NAME = 'fer2013'
 # TFDS split name -> `FerData` split name.
 TFDS_TO_SPLIT = {'train': 'train', 'validation': 'val', 'test': 'test'}
 # Manual-dir file names, most specific first.
-MANUAL_FILES = ('fer2013.csv', 'fer2013.csv.gz', 'fer2013.tar.gz',
-                'fer2013.tgz')
+MANUAL_FILES = ('fer2013.csv', 'fer2013/fer2013.csv', 'fer2013.csv.gz',
+                'fer2013.tar.gz', 'fer2013.tgz')
 PREPARE_COMMAND = ('python -m fer_jax.data.tfds_fer2013 '
                    '--manual_dir=<download dir> --data_dir=<dir>')
 
@@ -49,8 +53,8 @@ def _find_manual_file(manual_dir: str) -> str:
   if all(os.path.isdir(os.path.join(manual_dir, s)) for s in ('train', 'test')):
     return manual_dir
   raise UserError(f'Manual dir {manual_dir} holds no FER2013 download: put '
-                  'fer2013.tar.gz, fer2013.csv(.gz) or the image-folder zip '
-                  'there. ' + sources.DOWNLOAD_HINT)
+                  'fer2013.tar.gz (or what it extracts to), fer2013.csv(.gz) '
+                  'or the image-folder zip there. ' + sources.DOWNLOAD_HINT)
 
 
 class _LocalDatasetInfo(tfds.core.DatasetInfo):

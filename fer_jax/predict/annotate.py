@@ -17,7 +17,8 @@ TOP_CLASSES = 3
 def draw(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
   """A BGR copy of `rgb` [H, W, 3] with, for each face, its box and its
   `TOP_CLASSES` most likely classes ("happy 87%") on a label above the box,
-  or below it where the image has no room above."""
+  or below it where the image has no room above, moved left where it has no
+  room to the right."""
   cv2 = opencv.require('Drawing annotated copies (--out)')
   image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
   box_thickness = max(2, round(max(image.shape[:2]) / 400))
@@ -32,15 +33,17 @@ def draw(rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
              for line in lines]
     line_height = max(height for _, height in sizes) + 6 * thickness
     label_height = line_height * len(lines)
+    label_width = max(width for width, _ in sizes) + 2 * thickness
     top = y - label_height
     if top < 0:
       top = min(y + h, image.shape[0] - label_height)
-    cv2.rectangle(image, (x, top),
-                  (x + max(width for width, _ in sizes) + 2 * thickness,
-                   top + label_height), BOX_COLOUR, cv2.FILLED)
+    # Shifted left of the box's edge where it would leave the image.
+    left = max(0, min(x, image.shape[1] - label_width))
+    cv2.rectangle(image, (left, top), (left + label_width, top + label_height),
+                  BOX_COLOUR, cv2.FILLED)
     for i, line in enumerate(lines):
       baseline_y = top + (i + 1) * line_height - 3 * thickness
-      cv2.putText(image, line, (x + thickness, baseline_y), FONT, scale,
+      cv2.putText(image, line, (left + thickness, baseline_y), FONT, scale,
                   TEXT_COLOUR, thickness, cv2.LINE_AA)
   return image
 

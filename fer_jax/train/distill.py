@@ -113,7 +113,9 @@ def load(train_config: ml_collections.ConfigDict, class_names: tuple[str, ...]
                     tuple(run.input_spec for run in trained),
                     float(train_config.distill_temperature),
                     float(train_config.distill_weight))
-  return teacher, tuple(run.variables for run in trained)
+  # On the host: restored onto one local device, they could not be put on
+  # a mesh that spans several processes.
+  return teacher, tuple(jax.device_get(run.variables) for run in trained)
 
 
 def record(train_config: ml_collections.ConfigDict) -> list[dict]:

@@ -243,7 +243,8 @@ class _Trainer:
       # The optimizer state depends on shapes only.
       state = state.replace(**jax.device_put(dict(zip(
           ('params', 'batch_stats'), warm_start.load(
-              config, state.params, state.batch_stats))),
+              config, state.params, state.batch_stats,
+              self.data.class_names))),
           self.replicated)).with_fresh_ema()
       if self.main:
         self.run.write_json(rundir.INIT_FROM, warm_start.record(config))

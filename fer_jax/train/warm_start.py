@@ -4,20 +4,24 @@ Either a directory of converted ImageNet weights (python -m fer_jax.convert)
 or another run's directory (any workdir of python -m fer_jax.main, or the
 released model in fer_jax/pretrained), whose best checkpoint is loaded: to
 fine-tune a trained FER model on other labels or data (FER2013 -> FER+,
-where the 8-class classifier starts afresh) or to continue one under a new
+where the classifier starts afresh) or to continue one under a new
 schedule. Either way every parameter and BatchNorm statistic with the same
-name and shape is loaded and the rest keeps its initialisation; the
-optimizer always starts afresh. The run records what it started from in
-its workdir's init_from.json (`record`).
+name and shape is loaded and the rest keeps its initialisation, but for a
+run of other classes (names or order) the classifier is never loaded, even
+where the class counts match; the optimizer always starts afresh. The run
+records what it started from in its workdir's init_from.json (`record`).
 """
 
 import hashlib
+import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
+from flax import traverse_util
 
-from fer_jax import convert, inference, rundir
+from fer_jax import convert, inference, models, rundir
 from fer_jax.errors import UserError
 
 
@@ -55,15 +59,45 @@ def check(config: ml_collections.ConfigDict) -> None:
                     'epoch first.')
 
 
-def load(config: ml_collections.ConfigDict, params, batch_stats) -> tuple:
+def load(config: ml_collections.ConfigDict, params, batch_stats,
+         class_names: tuple[str, ...]) -> tuple:
   """(params, batch_stats) with init_from's weights merged in (see the
-  module docstring); `check` has passed."""
+  module docstring), for a run of `class_names`; `check` has passed."""
   path = config.model.init_from
   if not rundir.is_run_directory(path):
     return convert.init_from(path, config.model.name, params, batch_stats)
   trained = inference.load_trained(rundir.RunDir(path, create=False))
-  return convert.merge(jax.device_get(trained.variables), params, batch_stats,
-                       path)
+  pretrained = jax.device_get(trained.variables)
+  if tuple(trained.class_names) != tuple(class_names):
+    classifier = _classifier_keys(config, len(class_names))
+    pretrained = traverse_util.unflatten_dict({
+        key: value
+        for key, value in traverse_util.flatten_dict(pretrained).items()
+        if key not in classifier})
+    logging.info('%s predicts %s, this run %s: its classifier (%s) is not '
+                 'loaded.', path, ','.join(trained.class_names),
+                 ','.join(class_names),
+                 ', '.join('/'.join(key) for key in sorted(classifier)))
+  return convert.merge(pretrained, params, batch_stats, path)
+
+
+def _classifier_keys(config: ml_collections.ConfigDict,
+                     num_classes: int) -> set[tuple[str, ...]]:
+  """The variables' flattened keys whose shapes follow the class count: the
+  classifier's, whatever the model calls it (traced, nothing computed)."""
+  settings = config.model.to_dict()
+  name = settings.pop('name')
+  size, channels = config.data.image_size, config.data.channels
+
+  def shapes(classes):
+    model = models.create(name, classes, **settings)
+    return traverse_util.flatten_dict(jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, train=False),
+        jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)))
+
+  these, one_more = shapes(num_classes), shapes(num_classes + 1)
+  return {key for key, value in these.items()
+          if value.shape != one_more[key].shape}
 
 
 def replays_data_stream(config: ml_collections.ConfigDict,
