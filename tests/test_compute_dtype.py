@@ -77,9 +77,20 @@ def test_dtype_is_not_a_config_model_setting():
     models.create('resnet_small', 7, dtype='bfloat16')
 
 
-def test_loop_trains_with_device_augmentation_in_bfloat16(tmp_path):
+def test_loop_trains_with_device_augmentation_in_bfloat16(tmp_path,
+                                                         monkeypatch):
   """The loop wiring: Grain hands over plain uint8 batches, the step
   augments them and the model computes in bfloat16; bad knobs fail early."""
+  built = []
+
+  def recording_make_train_step(model, optimizer, spec, weights, smoothing,
+                                augment_settings=None, **settings):
+    built.append((model.dtype, augment_settings))
+    return make_train_step(model, optimizer, spec, weights, smoothing,
+                           augment_settings, **settings)
+
+  make_train_step = step.make_train_step
+  monkeypatch.setattr(step, 'make_train_step', recording_make_train_step)
   csv_path = str(tmp_path / 'fer2013.csv')
   fakedata.write_challenge_csv(csv_path, per_class=(12, 4, 4))
   config = default_config()
@@ -92,6 +103,9 @@ def test_loop_trains_with_device_augmentation_in_bfloat16(tmp_path):
   records = run.read_metrics()
   assert [r['epoch'] for r in records] == [1, 2]
   assert all(np.isfinite(r['train/loss']) for r in records)
+  (dtype, augment_settings), = built
+  assert dtype == jnp.bfloat16
+  assert augment_settings is not None
   config.data.augment.where = 'tpu'
   with pytest.raises(UserError, match=r'config\.data\.augment\.where'):
     loop.train(config, str(tmp_path / 'other'))

@@ -44,15 +44,27 @@ def test_ten_crops_are_corners_centre_and_mirrors():
   # Top-left 24x24 crop, upsampled x2: its top-left pixel is the image's.
   assert np.isclose(crops[0, 0, 0, 0], images[0, 0, 0])
   np.testing.assert_allclose(crops[1], crops[0][:, :, ::-1])
-  # The bottom-right crop holds the bottom-right corner.
-  assert np.isclose(crops[6, 0, -1, -1], images[0, -1, -1])
+  # Each crop holds its corner of the image; the centre one starts at 12.
+  assert np.isclose(crops[2, 0, 0, -1], images[0, 0, -1])  # Top-right.
+  assert np.isclose(crops[4, 0, -1, 0], images[0, -1, 0])  # Bottom-left.
+  assert np.isclose(crops[6, 0, -1, -1], images[0, -1, -1])  # Bottom-right.
+  assert np.isclose(crops[8, 0, 0, 0], images[0, 12, 12])  # Centre.
+  for corner in (2, 4, 6, 8):
+    np.testing.assert_allclose(crops[corner + 1], crops[corner][:, :, ::-1])
 
 
 def test_ten_crop_returns_log_mean_probabilities():
   model, variables = _model()
+  images = _images(3)
   logits = inference.make_logits_fn(model, SPEC, ten_crop=True)(
-      variables, _images(3))
+      variables, images)
   np.testing.assert_allclose(np.exp(logits).sum(axis=1), 1.0, rtol=1e-5)
+  # The mean of the ten crops' probabilities, one crop at a time.
+  probabilities = [
+      jax.nn.softmax(model.apply(variables, SPEC(crop), train=False))
+      for crop in inference.ten_crops(images, 44 / 48)]
+  np.testing.assert_allclose(logits, np.log(np.mean(probabilities, axis=0)),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_evaluate_reports_loss_and_metrics():

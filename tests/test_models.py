@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import functools
 import os
 
@@ -99,6 +100,10 @@ def test_config_lists_every_setting_at_the_model_defaults(config_name):
   assert settings.pop('init_from') == ''  # The run's, not a model field.
   fields = {f.name for f in dataclasses.fields(models.MODELS[name])}
   assert set(settings) == fields - {'num_classes', 'parent', 'name', 'dtype'}
+  # Each value too, also those that change no shape (dropout, strides).
+  defaults = {f.name: f.default for f in dataclasses.fields(models.MODELS[name])
+              if f.name in settings}
+  assert settings == json.loads(json.dumps(defaults))  # Tuples as lists.
   shape = (1, 48, 48, 1)
   configured = models.variable_shapes(models.create(name, 7, **settings),
                                       shape)

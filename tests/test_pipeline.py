@@ -71,10 +71,19 @@ def test_processes_read_disjoint_shares():
 
 
 def test_augmentation_runs_in_the_pipeline_and_keeps_uint8():
-  augment = default_config().data.augment
-  batch = next(_stream(augment_config=augment))
+  # A bar off the centre: the affine moves it (a constant image would not).
+  images = np.zeros((N, 48, 48), np.uint8)
+  images[:, 10:20, 5:30] = 200
+  split = sources.Split(images, (np.arange(N) % 7).astype(np.int32))
+
+  def first_batch(augment_config):
+    return next(iter(pipeline.train_dataset(
+        split, batch_size=8, seed=0, augment_config=augment_config)))
+
+  batch = first_batch(default_config().data.augment)
   assert batch['image'].shape == (8, 48, 48)
   assert batch['image'].dtype == np.uint8
+  assert not np.array_equal(batch['image'], first_batch(None)['image'])
 
 
 @pytest.mark.parametrize('size', [0, 2, 5])

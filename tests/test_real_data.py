@@ -41,11 +41,14 @@ def test_image_zip_matches_the_csv(csv_data):
   folder = sources.load(ZIP)
   for split, counts in COUNTS.items():
     assert np.bincount(folder.splits[split].labels).tolist() == counts
-  # JPEG is lossy: compare the mean image per class, not pixels.
-  for label in range(7):
-    a = csv_data.splits['test'].images[csv_data.splits['test'].labels == label]
-    b = folder.splits['test'].images[folder.splits['test'].labels == label]
-    assert abs(a.mean() - b.mean()) < 1.0
+  # JPEG is lossy: compare the mean image of each class, pixel by pixel
+  # (at most 1.07 grey levels apart, in test's smallest class; a mirrored
+  # or transposed image would be 8-39 apart).
+  for split in ('train', 'test'):
+    for label in range(7):
+      a, b = (data.splits[split].images[data.splits[split].labels == label]
+              for data in (csv_data, folder))
+      assert np.abs(a.mean(0) - b.mean(0)).max() < 2.5, (split, label)
 
 
 def test_ferplus_labels_in_every_mode():

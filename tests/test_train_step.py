@@ -77,6 +77,16 @@ def test_classification_loss_class_weights_and_label_smoothing():
   assert np.isclose(loss(labels, jnp.array([3.0, 1.0]), 0.0), plain)
   mixed = loss(jnp.array([0, 1]), jnp.array([3.0, 1.0]), 0.0)
   assert np.isclose(mixed, per_example[0])  # Both examples are right alike.
+  # Examples of different losses: the weighted mean, in both loss modes.
+  wrong_and_right = jnp.array([[2.0, 0.0], [2.0, 0.0]])
+  labels_01 = jnp.array([0, 1])
+  targets = jax.nn.one_hot(labels_01, 2)
+  losses = optax.softmax_cross_entropy_with_integer_labels(wrong_and_right,
+                                                           labels_01)
+  for mode in ('majority', 'multi_target'):
+    weighted = step.classification_loss(wrong_and_right, targets, labels_01,
+                                        jnp.array([3.0, 1.0]), 0.0, mode)
+    assert np.isclose(weighted, (3 * losses[0] + losses[1]) / 4), mode
   smoothed = loss(labels[:1], jnp.ones(2), 0.2)
   log_p = jax.nn.log_softmax(logits[0])
   assert np.isclose(smoothed, -(0.9 * log_p[0] + 0.1 * log_p[1]))
