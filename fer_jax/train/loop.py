@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 import tqdm
+from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from fer_jax import inference, models, rundir
@@ -39,18 +40,6 @@ def _without_layout(config: dict | None) -> dict | None:
                      if k not in _LAYOUT_KEYS}
 
 
-def _changed_keys(before: dict, after: dict, prefix: str = '') -> list[str]:
-  """The dotted keys whose values differ between two configs as JSON."""
-  changed = []
-  for key in sorted(before.keys() | after.keys()):
-    old, new = before.get(key), after.get(key)
-    if isinstance(old, dict) and isinstance(new, dict):
-      changed += _changed_keys(old, new, f'{prefix}{key}.')
-    elif old != new:
-      changed.append(f'{prefix}{key}')
-  return changed
-
-
 def _record_config_change(run: rundir.RunDir, previous: dict | None,
                           config: dict) -> None:
   """On resuming under another config, keeps the one trained under so far
@@ -61,7 +50,10 @@ def _record_config_change(run: rundir.RunDir, previous: dict | None,
   second would leave distill_from.json naming the wrong teachers."""
   if previous is None:
     return
-  changed = _changed_keys(_without_layout(previous), _without_layout(config))
+  before, after = (traverse_util.flatten_dict(_without_layout(c), sep='.')
+                   for c in (previous, config))
+  changed = sorted(key for key in before.keys() | after.keys()
+                   if before.get(key) != after.get(key))
   if not changed:
     return
   for key in ('model.init_from', 'train.distill_from'):
