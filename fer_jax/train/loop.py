@@ -202,7 +202,7 @@ class _Trainer:
     trainable = (None if self.groups is None else phases.trainable_names(
         phase, self.groups, config.model.name))
     optimizer = optim.create(phase.train, self.steps_per_epoch, trainable)
-    train_step = jax.jit(
+    jitted_step = jax.jit(
         step.make_train_step(
             self.model, optimizer, self.spec, self.class_weights,
             config.train.label_smoothing,
@@ -214,9 +214,10 @@ class _Trainer:
             label_mode=config.data.get('label_mode', 'majority'),
             teacher=self.teacher),
         donate_argnums=0)
-    if self.teacher is not None:
-      train_step = functools.partial(train_step,
-                                     teacher_variables=self.teacher_variables)
+    train_step = functools.partial(
+        jitted_step, **({} if self.teacher is None else
+                        {'teacher_variables': self.teacher_variables}))
+    self.step_compiled = False
     if trainable is not None:
       logging.info('Phase %d trains %s of %s.', phase.number,
                    ', '.join(n for n in self.groups.names if n in trainable),
@@ -348,6 +349,8 @@ class _Trainer:
     for i, (images_and_labels, data_state) in enumerate(pipeline.to_device(
         self.batches, steps - done, self.batch_sharding,
         self.config.data.prefetch_batches), start=done + 1):
+      if not self.step_compiled:
+        start += self._compile_step(images_and_labels)
       self.state, results = self.train_step(self.state, images_and_labels,
                                             self.dropout_rng)
       step_metrics.append(results)
@@ -374,6 +377,19 @@ class _Trainer:
     partial = epoch_metrics.PartialEpoch.extend(partial, step_metrics, start)
     epoch_metrics.check_losses(partial, epoch, steps, self.run)
     return partial, data_state
+
+  def _compile_step(self, batch) -> float:
+    """Compiles the train step for `batch` before its first call, so that
+    the epoch's train_seconds (and the img/s and report.json's
+    seconds_per_epoch from them) time training alone; returns the seconds
+    it took, which the epoch's timer skips."""
+    begin = time.perf_counter()
+    self.train_step.func.lower(self.state, batch, self.dropout_rng,
+                               **self.train_step.keywords).compile()
+    self.step_compiled = True
+    seconds = time.perf_counter() - begin
+    logging.info('Compiled the train step in %.1f s.', seconds)
+    return seconds
 
   def _stop(self, stop: _StopSignals, where: str):
     """Ends the run on `stop`'s signal, once the checkpoint just saved is
@@ -447,7 +463,11 @@ class _Trainer:
     run directory has one."""
     config = self.config
     optimizer, self.train_step = self._make_step(self.plan[0])
-    init_rng, self.dropout_rng = jax.random.split(jax.random.key(config.seed))
+    # Placed as the state is, else every step copies the dropout key there;
+    # by a program, which can place it on other processes' devices too.
+    init_rng, self.dropout_rng = jax.jit(
+        lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+        out_shardings=self.replicated)()
     self.state = self._initial_state(optimizer, init_rng)
     self.batches = iter(pipeline.train_dataset(
         self.data.splits['train'],
