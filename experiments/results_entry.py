@@ -85,7 +85,7 @@ def entry(run: rundir.RunDir, provenance: dict) -> str:
                     f'fer_jax.report --workdirs {run.path} --ten_crop` '
                     'first.')
   config = run.load_config()
-  report = run.read_json(rundir.REPORT)
+  report = run.read_report()
   if run.is_released:
     released = run.read_json(rundir.RELEASE)
     provenance = {key: provenance.get(key) or released.get(key, '')

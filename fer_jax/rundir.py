@@ -190,6 +190,36 @@ class RunDir:
     that re-evaluations are compared with, never overwritten."""
     return os.path.isfile(self.file(RELEASE))
 
+  def best_step(self) -> int | None:
+    """The best checkpoint's step, also of a run sent back from the device
+    without it (checkpoint_left_out.json); None before its first epoch."""
+    if not self.has_checkpoint('best') and os.path.isfile(
+        self.file(CHECKPOINT_LEFT_OUT)):
+      return self.read_json(CHECKPOINT_LEFT_OUT)['step']
+    return self.latest_step('best')
+
+  def read_report(self) -> dict:
+    """report.json, refused when it is of another checkpoint than the best
+    one: a run resumed after its report can find a better epoch, and that
+    checkpoint shipped or cited with the older one's figures would mislead.
+    Reports written before they recorded checkpoint_step name their
+    best_epoch, whose step metrics.jsonl gives."""
+    report = self.read_json(REPORT)
+    reported = report.get('checkpoint_step') or next(
+        (record['step'] for record in self.read_metrics()
+         if record['epoch'] == report['best_epoch']), None)
+    best = self.best_step()
+    if best is None:
+      raise UserError(f'{self.path} has no best checkpoint: a run saves one '
+                      'after its first epoch.')
+    if reported != best:
+      raise UserError(
+          f'{self.file(REPORT)} is of the checkpoint of step {reported}, but '
+          f'the best checkpoint of {self.path} is of step {best}: it trained '
+          'on after its report. Run `python -m fer_jax.report --workdirs '
+          f'{self.path}` (with --ten_crop where wanted) first.')
+    return report
+
   def best_checkpoint_record(self) -> dict:
     """The best checkpoint's path, step and sha256: what a run that starts
     or learns from this one records (init_from.json, distill_from.json)."""

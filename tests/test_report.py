@@ -206,6 +206,41 @@ def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
   np.testing.assert_allclose(faces.sum(1), 1, rtol=1e-5)
 
 
+def test_release_and_results_entry_refuse_a_report_of_another_checkpoint(
+    reported, tmp_path):
+  """A run that trained on after its report (resumed for more epochs) may
+  have a newer best checkpoint: its figures would be shipped or cited with
+  the other weights. Reports that predate checkpoint_step name their best
+  epoch instead."""
+  run, _ = reported
+  copy = rundir.RunDir(str(shutil.copytree(run.path, tmp_path / 'run')),
+                       create=False)
+  copy.append_json_line(rundir.CONFIG_HISTORY, {'step': 1, 'config': {}})
+  report = copy.read_json(rundir.REPORT)
+  steps = {r['epoch']: r['step'] for r in copy.read_metrics()}
+  assert steps[report['best_epoch']] == report['checkpoint_step']
+  results_entry = results_entry_module()
+  provenance = dict.fromkeys(results_entry.PROVENANCE, '')
+  other_epoch = 3 - report['best_epoch']  # Of the two.
+  legacy = {k: v for k, v in report.items() if k != 'checkpoint_step'}
+  for stale in (dict(report, checkpoint_step=steps[other_epoch]),
+                dict(legacy, best_epoch=other_epoch)):
+    copy.write_json(rundir.REPORT, stale)
+    for refused in (
+        lambda: release.release(copy.path, str(tmp_path / 'out')),
+        lambda: results_entry.entry(copy, provenance)):
+      with pytest.raises(UserError, match=(
+          f'is of the checkpoint of step {steps[other_epoch]}, but the best '
+          f'checkpoint of .* is of step {report["checkpoint_step"]}: it '
+          'trained on after its report. Run `python -m fer_jax.report')):
+        refused()
+  assert not os.path.exists(tmp_path / 'out')
+  copy.write_json(rundir.REPORT, legacy)
+  release.release(copy.path, str(tmp_path / 'out'))
+  # A resumed run's earlier configs travel with it.
+  assert os.path.isfile(tmp_path / 'out' / rundir.CONFIG_HISTORY)
+
+
 def test_release_refuses_an_out_it_must_not_replace(reported, tmp_path):
   run, _ = reported
   user_folder = tmp_path / 'photos'
