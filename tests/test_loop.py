@@ -146,7 +146,23 @@ def test_plateau_halves_the_learning_rate(metric, csv_path, tmp_path):
   run, _ = loop.train(config, str(tmp_path))
   rates = [r['learning_rate'] for r in run.read_metrics()]
   # Logged before each epoch's plateau check; nothing improves after epoch 1.
-  assert np.allclose(rates, [1e-9, 1e-9, 5e-10, 2.5e-10])
+  np.testing.assert_allclose(rates, [1e-9, 1e-9, 5e-10, 2.5e-10], rtol=1e-6)
+
+
+def test_resumed_run_takes_a_changed_learning_rate_and_plateau(csv_path,
+                                                               tmp_path):
+  """A constant learning rate is optimizer state and the plateau's
+  settings are saved with its counts: a run resumed under a changed config
+  trains as its config.json says, its plateau's reductions so far kept."""
+  settings = dict(plateau_patience=1, plateau_metric='val/accuracy',
+                  learning_rate=1e-9, early_stopping_patience=0)
+  loop.train(tiny_config(csv_path, epochs=2, **settings), str(tmp_path))
+  run, _ = loop.train(tiny_config(csv_path, **dict(
+      settings, epochs=4, learning_rate=4e-9, plateau_patience=50)),
+                      str(tmp_path))
+  rates = [r['learning_rate'] for r in run.read_metrics()]
+  # Halved once after epoch 2 (nothing improves), then not within 50.
+  np.testing.assert_allclose(rates, [1e-9, 1e-9, 2e-9, 2e-9], rtol=1e-6)
 
 
 def test_plateau_after_a_warm_up(csv_path, tmp_path):
@@ -156,7 +172,7 @@ def test_plateau_after_a_warm_up(csv_path, tmp_path):
   run, _ = loop.train(config, str(tmp_path))
   rates = [r['learning_rate'] for r in run.read_metrics()]
   # The last of 5 warm-up steps runs at 4/5 of the rate.
-  assert np.allclose(rates, [8e-10, 1e-9, 5e-10, 2.5e-10])
+  np.testing.assert_allclose(rates, [8e-10, 1e-9, 5e-10, 2.5e-10], rtol=1e-6)
 
 
 def test_epoch_time_leaves_out_compiling_the_train_step(csv_path, tmp_path,

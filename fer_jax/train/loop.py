@@ -279,6 +279,11 @@ class _Trainer:
                                       'opt_state': state.opt_state},
                            with_data_state=True,
                            ema=state.ema if with_ema else None)
+    # A constant learning rate is state to optax.inject_hyperparams (a
+    # schedule is recomputed from the step): the config's, which a resumed
+    # run may have changed, replaces the checkpoint's.
+    restored['optimizer']['opt_state'].hyperparams['learning_rate'] = (
+        state.opt_state.hyperparams['learning_rate'])
     state = step.TrainState(params=restored['model']['params'],
                             batch_stats=restored['model']['batch_stats'],
                             ema=restored.get('ema'), **restored['optimizer'])
@@ -290,7 +295,9 @@ class _Trainer:
     self.batches.set_state(restored['data'])
     self.loop = {'phase': 1, 'phase_epoch': restored['loop']['epoch'],
                  **restored['loop']}
-    self.plateau = optim.ReduceOnPlateau(**self.loop['plateau'])
+    self.plateau = optim.ReduceOnPlateau.resume(
+        self.plan[min(self.loop['phase'], len(self.plan)) - 1].train,
+        self.loop['plateau'])
     logging.info('Resumed %s at step %d (epoch %d done).', run.path,
                  restored['step'], self.loop['epoch'])
 

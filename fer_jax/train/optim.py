@@ -146,6 +146,17 @@ class ReduceOnPlateau:
     return cls(config.plateau_factor, config.plateau_patience,
                config.plateau_metric)
 
+  @classmethod
+  def resume(cls, config: ml_collections.ConfigDict,
+             saved: dict) -> 'ReduceOnPlateau':
+    """One with the settings of `config`, which a resumed run may have
+    changed, and the counts of `saved` (`to_json`) if it watched the same
+    metric."""
+    plateau = cls.start(config)
+    if saved['metric'] == plateau.metric:
+      plateau.best, plateau.bad_epochs = saved['best'], saved['bad_epochs']
+    return plateau
+
   def scale(self, value: float) -> float:
     """Records one epoch's value; returns the factor to apply now (or 1)."""
     if improved(value, self.best, self.metric):
