@@ -29,6 +29,10 @@ def default_config() -> ml_collections.ConfigDict:
   data.classes = ''  # Comma-separated subset, e.g. 'angry,fear,happy'.
   data.max_per_class = 0  # Cap on images per class in every split; 0: none.
   data.balance = 'none'  # 'undersample': train classes cut to the smallest.
+  # Draws the splits of files that carry none (split_ratios), the per-class
+  # cap and the undersampling: fixed, not config.seed, so that runs of other
+  # seeds share their PublicTest and PrivateTest images.
+  data.split_seed = 0
   data.num_workers = 0  # Grain worker processes; 0 augments in-process.
   data.prefetch_batches = 2  # Host batches staged on the device ahead.
   # Model input: grey 48x48 -> `channels` x `image_size`, then normalised:

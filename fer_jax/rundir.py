@@ -6,7 +6,8 @@
                      only in a run resumed under another config: each
                      config it trained under before, with the step it
                      reached (one JSON line each, oldest first)
-  dataset.json       class names, model input spec, split sizes, skipped records
+  dataset.json       class names, model input spec, split sizes and sha256
+                     (`sources.Split.sha256`), skipped records
   metrics.jsonl      one JSON line per epoch (train and validation metrics)
   tensorboard/       the same metrics as TensorBoard event files
   checkpoints/latest orbax: model, optimizer, loop state and data iterator
@@ -70,6 +71,15 @@ def as_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(json.dumps(config.to_dict()))
 
 
+def _as_its_run_trained(config: dict) -> dict:
+  """A config.json written before a setting existed, with the value that
+  gives what its run did: data.split_seed (2026-12-04) was the run's seed."""
+  if 'split_seed' not in config['data']:
+    config = {**config, 'data': {**config['data'],
+                                 'split_seed': config['seed']}}
+  return config
+
+
 def _without_empty_dicts(tree: Any) -> Any:
   """`tree` without its empty dicts: orbax writes nothing for one (the
   batch_stats of a model without BatchNorm, such as vgg16) and then rejects
@@ -128,8 +138,13 @@ class RunDir:
   def save_config(self, config: ml_collections.ConfigDict) -> None:
     self.write_json(CONFIG, as_json(config))
 
+  def read_config(self) -> dict:
+    """config.json, settings added since it was written included at the
+    values that give what its run did."""
+    return _as_its_run_trained(self.read_json(CONFIG))
+
   def load_config(self) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(self.read_json(CONFIG))
+    return ml_collections.ConfigDict(self.read_config())
 
   # ------------------------------------------------------------------ Metrics.
 

@@ -188,7 +188,7 @@ def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
              for name in (rundir.CONFIG, rundir.REPORT)):
     return False
   run = rundir.RunDir(workdir, create=False)
-  return run.read_json(rundir.CONFIG) == rundir.as_json(config)
+  return run.read_config() == rundir.as_json(config)
 
 
 def _train_in_process(runs: list[Run], workdir: str) -> dict[str, str]:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fakedata
+from fer_jax import rundir
 from fer_jax.config import default_config
 from fer_jax.data import dataset, preprocess, sources
 from fer_jax.errors import UserError
@@ -70,7 +71,7 @@ def test_an_empty_split_is_named_whatever_the_class_options(
   fakedata.write_challenge_csv(path, per_class=per_class)
   with pytest.raises(UserError, match=f'the {empty} split is empty after the '
                                       'class options'):
-    dataset.load(_options(path=path, **options), seed=0)
+    dataset.load(_options(path=path, **options))
 
 
 def test_balanced_class_weights():
@@ -125,3 +126,31 @@ def test_bad_normalisation_settings():
     preprocess.input_spec('imagenet', 48, 1, np.zeros((1, 48, 48)))
   with pytest.raises(UserError, match='config.data.normalization'):
     preprocess.input_spec('minmax', 48, 1, np.zeros((1, 48, 48)))
+
+
+def test_the_images_of_every_split_come_from_split_seed(make_synthetic_fer,
+                                                        tmp_path):
+  """data.split_seed draws a folder's splits (without split prefixes), the
+  per-class cap and the undersampling; config.seed (weights, dropout, data
+  order) leaves them, so that runs of other seeds are selected and
+  evaluated on the same faces. A run's config.json from before split_seed
+  reads back with the seed that drew them then."""
+  config = default_config()
+  config.data.update(
+      path=make_synthetic_fer((10, 2, 2)).write_folder(prefixes=False),
+      max_per_class=2, balance='undersample')
+
+  def digests(data_config):
+    data = dataset.load(data_config)
+    return [data.splits[name].sha256() for name in sources.SPLITS]
+
+  first = digests(config.data)
+  config.data.split_seed = 1
+  other = digests(config.data)
+  assert all(a != b for a, b in zip(other, first))
+  written = rundir.as_json(config)
+  del written['data']['split_seed']
+  written['seed'] = 1
+  run = rundir.RunDir(str(tmp_path / 'run'))
+  run.write_json(rundir.CONFIG, written)
+  assert digests(run.load_config().data) == other

@@ -13,6 +13,7 @@ from jax._src import compiler
 import numpy as np
 import pytest
 
+import fakedata
 from fer_jax import inference, rundir
 from fer_jax.config import default_config
 from fer_jax.errors import UserError
@@ -125,6 +126,16 @@ def test_resumed_run_matches_an_uninterrupted_one(csv_path, tmp_path):
 
 def _variables(run):
   return inference.load_trained(run).variables
+
+
+def test_resuming_on_other_data_is_refused(csv_path, tmp_path):
+  loop.train(tiny_config(csv_path, epochs=1), str(tmp_path))
+  other = str(tmp_path / 'other.csv')
+  fakedata.write_challenge_csv(other, per_class=(12, 4, 4), seed=1)
+  with pytest.raises(UserError, match=(
+      'is resumed on other train/val/test images than it trained on')):
+    loop.train(tiny_config(other, epochs=2), str(tmp_path))
+  assert not os.path.exists(tmp_path / rundir.CONFIG_HISTORY)
 
 
 def test_early_stopping_keeps_the_best_checkpoint(csv_path, tmp_path):

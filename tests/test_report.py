@@ -5,6 +5,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,31 @@ def test_ferplus_votes_not_found_from_here_ask_for_ferplus_path(reported,
                                       r".csv'.*--ferplus_path"):
     regenerate.regenerate([moved.path], str(tmp_path / 'out'),
                           data_path=data_path)
+
+
+def test_a_report_on_other_data_than_the_run_had_is_refused(reported,
+                                                             tmp_path):
+  """dataset.json records each split's sha256: other faces at --data_path,
+  or FER+'s 8 classes for a FER2013 run, would score the model on what it
+  was not selected and evaluated on."""
+  run = shutil.copytree(reported[0].path, tmp_path / 'run')  # Reported into.
+  other = str(tmp_path / 'other.csv')
+  fakedata.write_challenge_csv(other, per_class=(12, 4, 4), seed=1)
+  same = str(tmp_path / 'fer2013.csv')  # The file it trained on, elsewhere.
+  votes = str(tmp_path / 'fer2013new.csv')
+  fakedata.write_ferplus_votes(
+      votes, fakedata.write_challenge_csv(same, per_class=(12, 4, 4)))
+  out = str(tmp_path / 'out')
+  for data_path, ferplus_path in ((other, ''), (same, votes)):
+    with pytest.raises(UserError, match=(
+        'The data given has other val/test images than '
+        f'{re.escape(str(run))} was selected and evaluated on')):
+      regenerate.regenerate([str(run)], out, data_path=data_path,
+                            ferplus_path=ferplus_path, with_figures=False)
+  os.remove(run / rundir.REPORT)
+  regenerate.regenerate([str(run)], out, data_path=same, with_figures=False)
+  assert (json.load(open(run / rundir.REPORT))['test'] ==
+          reported[0].read_json(rundir.REPORT)['test'])
 
 
 def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):

@@ -216,7 +216,7 @@ def test_runs_on_the_csv_need_no_tfds(manual_dir):
       'from fer_jax.data import dataset\n'
       'config = default_config().data\n'
       f"config.path = {os.path.join(manual_dir, 'fer2013.csv')!r}\n"
-      'print(sum(map(len, dataset.load(config, 0).splits.values())))\n')
+      'print(sum(map(len, dataset.load(config).splits.values())))\n')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
   assert result.returncode == 0, result.stderr
@@ -227,16 +227,16 @@ def test_a_run_reads_a_prepared_data_dir(data_dir):
   config = default_config().data
   config.path = data_dir
   expected = tfds_fer2013.load_prepared(data_dir)
-  for name, split in dataset.load(config, 0).splits.items():
+  for name, split in dataset.load(config).splits.items():
     np.testing.assert_array_equal(split.images, expected.splits[name].images)
   config.ferplus_path = 'fer2013new.csv'
   with pytest.raises(UserError, match='challenge CSV'):
-    dataset.load(config, 0)
+    dataset.load(config)
   config.ferplus_path = ''
   config.split_ratios = (0.8, 0.1, 0.1)
   with pytest.raises(UserError, match='holds the splits made when it was '
                      'prepared'):
-    dataset.load(config, 0)
+    dataset.load(config)
 
 
 def test_the_extracted_kaggle_tarball_is_found(manual_dir, tmp_path):

@@ -100,9 +100,11 @@ def apply_class_options(data: sources.FerData,
   return sources.FerData(data.class_names, splits, data.skipped)
 
 
-def load(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
-  """Reads `config.path` (config.data) and applies its class options."""
-  data = apply_class_options(_read(config, seed), config, seed)
+def load(config: ml_collections.ConfigDict) -> sources.FerData:
+  """Reads `config.path` (config.data) and applies its class options, both
+  drawn by `config.split_seed`."""
+  data = apply_class_options(_read(config, config.split_seed), config,
+                             config.split_seed)
   for name, split in data.splits.items():
     logging.info('%s: %d images, per class %s', name, len(split),
                  dict(zip(data.class_names,
@@ -114,6 +116,18 @@ def load(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
                     'after the class options; check config.data.classes, '
                     'max_per_class and split_ratios.')
   return data
+
+
+def changed_splits(recorded: dict, data: sources.FerData) -> list[str]:
+  """The splits of `data` other than those a run trained and was evaluated
+  on, by its dataset.json (`recorded`): by sha256, or by size for runs
+  recorded before it; all of them when the classes differ."""
+  if list(data.class_names) != recorded['class_names']:
+    return list(data.splits)
+  digests = recorded.get('split_sha256')
+  return [name for name, split in data.splits.items()
+          if (split.sha256() != digests[name] if digests
+              else len(split) != recorded['split_sizes'][name])]
 
 
 def class_weights(labels: np.ndarray, num_classes: int,

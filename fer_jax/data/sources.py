@@ -19,6 +19,7 @@ import contextlib
 import csv
 import dataclasses
 import gzip
+import hashlib
 import io
 import logging
 import os
@@ -73,6 +74,15 @@ class Split:
 
   def __len__(self) -> int:
     return len(self.labels)
+
+  def sha256(self) -> str:
+    """The digest of its images, labels and targets, in order: which faces
+    a run trained and was evaluated on (dataset.json records it)."""
+    digest = hashlib.sha256()
+    for array in (self.images, self.labels.astype(np.int32), self.targets):
+      if array is not None:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
   def take(self, indices: np.ndarray) -> 'Split':
     return Split(self.images[indices], self.labels[indices],

@@ -61,7 +61,7 @@ def _load_data(run: rundir.RunDir, config: ml_collections.ConfigDict,
       raise UserError(f'{run.path} was trained on config.data.{field}='
                       f'{config.data[field]!r}, which is not found from '
                       f'{os.getcwd()}; give its location with {flag}.')
-  return dataset.load(config.data, config.seed)
+  return dataset.load(config.data)
 
 
 def _compare(name: str, kept: dict, fresh: dict) -> None:
@@ -112,7 +112,7 @@ def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
     if with_figures:
       figures.write_figures(evaluation, os.path.join(out_dir, name), name,
                             tsne_points=tsne_points)
-    entries.append(tables.Entry(name, run.read_json(rundir.CONFIG),
+    entries.append(tables.Entry(name, run.read_config(),
                                 evaluation.report))
     if with_ensemble:
       members.append(ensemble.Member.of(name, evaluation))

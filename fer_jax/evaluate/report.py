@@ -16,6 +16,7 @@ import numpy as np
 
 from fer_jax import inference, metrics, models, rundir
 from fer_jax.data import dataset, sources
+from fer_jax.errors import UserError
 from fer_jax.evaluate import plots
 
 CONFUSION_PNG = 'confusion_matrix.png'
@@ -59,7 +60,16 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   config = run.load_config()
   trained = inference.load_trained(run, 'best')
   if data is None:
-    data = dataset.load(config.data, config.seed)
+    data = dataset.load(config.data)
+  changed = [name for name in dataset.changed_splits(
+      run.read_json(rundir.DATASET), data) if name in SPLITS]
+  if changed:
+    raise UserError(
+        f'The data given has other {"/".join(changed)} images than '
+        f'{run.path} was selected and evaluated on (its {rundir.DATASET}): '
+        'give the data it trained on with --data_path (and --ferplus_path '
+        f'for FER+); its config.json reads data.path={config.data.path!r}, '
+        f'ferplus_path={config.data.ferplus_path!r}.')
 
   def logits_of(logits_fn, batch_size):
     return {name: inference.batched_logits(logits_fn, trained.variables,

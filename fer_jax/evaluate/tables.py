@@ -29,7 +29,7 @@ class Entry:
 
   @classmethod
   def from_run(cls, name: str, run: rundir.RunDir) -> 'Entry':
-    return cls(name, run.read_json(rundir.CONFIG),
+    return cls(name, run.read_config(),
                run.read_json(rundir.REPORT))
 
   def evaluations(self) -> dict[str, dict]:

@@ -100,6 +100,7 @@ def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
   return {'class_names': list(data.class_names),
           'input_spec': spec.to_json(),
           'split_sizes': {name: len(s) for name, s in data.splits.items()},
+          'split_sha256': {name: s.sha256() for name, s in data.splits.items()},
           'skipped_records': data.skipped}
 
 
@@ -111,7 +112,7 @@ def _open_run(config: ml_collections.ConfigDict,
   if jax.process_index() == 0:
     run = rundir.RunDir(workdir)
     if os.path.isfile(run.file(rundir.CONFIG)):
-      previous_config = run.read_json(rundir.CONFIG)
+      previous_config = run.read_config()
     if jax.process_count() > 1:
       run.save_config(config)  # So that the others can open the directory.
   if jax.process_count() > 1:
@@ -143,13 +144,22 @@ class _Trainer:
     config_check.check(config)
     self.main = jax.process_index() == 0
     self.run, previous_config = _open_run(config, workdir)
-    self.data = dataset.load(config.data, config.seed)
+    self.data = dataset.load(config.data)
     config_check.check_metrics(config.train, self.data.class_names)
     train_split = self.data.splits['train']
     self.spec = preprocess.input_spec(
         config.data.normalization, config.data.image_size,
         config.data.channels, train_split.images)
     self.resuming = self.run.latest_step() is not None  # Every process.
+    if self.resuming and os.path.isfile(self.run.file(rundir.DATASET)):
+      changed = dataset.changed_splits(self.run.read_json(rundir.DATASET),
+                                       self.data)
+      if changed:
+        raise UserError(
+            f'{workdir} is resumed on other {"/".join(changed)} images than '
+            f'it trained on (its {rundir.DATASET}); resume it on its own data '
+            f'(config.json: data.path), or start a new --workdir with '
+            f'--config.model.init_from={workdir}.')
     if self.main:
       if self.resuming:
         _record_config_change(self.run, previous_config,
