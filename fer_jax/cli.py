@@ -5,6 +5,7 @@ A mistake a user can make ends in one `error:` line and exit status 2, never
 a traceback; an interrupted run in its resume hint and 128 + the signal.
 """
 
+import ast
 import contextlib
 import logging
 import os
@@ -12,7 +13,6 @@ import sys
 
 from absl import flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 from fer_jax.errors import Interrupted, UserError
 
@@ -21,11 +21,12 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's parser, with a missing config file or a mistyped override as
   one line, not a traceback."""
   try:
-    argv = flags.FLAGS(argv)
+    unparsed = flags.FLAGS(argv)
     flags.FLAGS.config.keys()  # config_flags defers load errors to first use.
-    return argv
+    return unparsed
   except OSError as e:
-    print(f'error: {_config_file_error(e)}', file=sys.stderr)
+    print(f'error: {_config_file_error(e, _config_path(argv))}',
+          file=sys.stderr)
   except flags.Error as e:
     print(f'error: {_one_line(e)} Pass --helpfull for the flags.',
           file=sys.stderr)
@@ -36,7 +37,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     # config_flags raises these for an override of a missing config field
     # or of the wrong type, and for a file without get_config().
     overrides = [a for a in argv[1:] if a.lstrip('-').startswith('config.')]
-    if overrides:
+    if overrides and _is_config_file(_config_path(argv)):
       print(f'error: bad config override in {" ".join(overrides)}: '
             f'{_one_line(e)} Every knob is listed with its default in '
             'fer_jax/config.py and the config file.', file=sys.stderr)
@@ -48,12 +49,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def _config_path(argv: list[str]) -> str:
-  """--config's file as given in `argv`: a file that fails to load leaves
-  the flag unparsed."""
+  """--config's file as given in `argv`, less a `:<config string>`: a file
+  that fails to load leaves the flag unparsed, and so does an override
+  parsed after it."""
   for index, arg in enumerate(argv):
     name, equals, value = arg.lstrip('-').partition('=')
     if name == 'config':
-      return value if equals else ' '.join(argv[index + 1:index + 2])
+      value = value if equals else ' '.join(argv[index + 1:index + 2])
+      return value.partition(':')[0]
   return ''
 
 
@@ -76,16 +79,21 @@ def log_info() -> None:
 
 
 def _is_config_file(path: str) -> bool:
+  """Whether `path` is Python that defines get_config() at its top."""
   if not (path.endswith('.py') and os.path.isfile(path)):
     return False
   with open(path, encoding='utf-8') as f:
-    return 'def get_config(' in f.read()
+    try:
+      module = ast.parse(f.read())
+    except (SyntaxError, ValueError):
+      return False
+  return any(isinstance(node, ast.FunctionDef) and node.name == 'get_config'
+             for node in module.body)
 
 
-def _config_file_error(error: OSError) -> str:
-  """A missing --config file named with the config files beside it; any
-  other failure to read it as ml_collections words it."""
-  path = config_flags.get_config_filename(flags.FLAGS['config'])
+def _config_file_error(error: OSError, path: str) -> str:
+  """A missing --config file `path` named with the config files beside it;
+  any other failure to read it as ml_collections words it."""
   if os.path.isfile(path):
     return ' '.join(str(error).split())
   folder = os.path.dirname(path) or '.'

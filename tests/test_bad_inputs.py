@@ -65,32 +65,38 @@ def one_block_config(data_path, **train):
 # ------------------------------------------------------------------ Config.
 
 
-@pytest.mark.parametrize('module,config,listed', [
-    ('fer_jax.main', 'configs/resnet_smal.py', 'resnet_small.py, '),
+# With an override after --config as well (absl then stops before parsing
+# --config itself).
+@pytest.mark.parametrize('module,config,listed,overrides', [
+    ('fer_jax.main', 'configs/resnet_smal.py', 'resnet_small.py, ', []),
     # experiments/ also holds scripts, which are not listed.
-    ('fer_jax.sweep', 'experiments/resnet_small.py', 'resnet_small_sweep.py'),
+    ('fer_jax.sweep', 'experiments/resnet_small.py', 'resnet_small_sweep.py',
+     ['--config.train.epochs=1']),
 ])
 def test_missing_config_file_lists_the_config_files_beside_it(
-    tmp_path, module, config, listed):
+    tmp_path, module, config, listed, overrides):
   result = subprocess.run(
       [sys.executable, '-m', module, f'--config={config}',
-       f'--workdir={tmp_path}'],
+       f'--workdir={tmp_path}', *overrides],
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   _assert_one_line_error(result, tmp_path, f'--config={config}: no such file',
                          listed)
   assert 'bench_train.py' not in result.stderr
 
 
-@pytest.mark.parametrize('config,fragments', [
+@pytest.mark.parametrize('config,fragments,overrides', [
     ('pyproject.toml', ('cannot be loaded as a config file',
-                        'pyproject.toml, line')),
+                        'pyproject.toml, line'), []),
+    # The file is named, not the override.
     ('fer_jax/cli.py', ("no attribute 'get_config'",
-                        'A config file defines get_config()')),
+                        'A config file defines get_config()'),
+     ['--config.train.epochs=1']),
 ])
-def test_a_file_that_is_no_config_file_is_named(tmp_path, config, fragments):
+def test_a_file_that_is_no_config_file_is_named(tmp_path, config, fragments,
+                                                overrides):
   result = subprocess.run(
       [sys.executable, '-m', 'fer_jax.main', f'--config={config}',
-       f'--workdir={tmp_path}'],
+       f'--workdir={tmp_path}', *overrides],
       capture_output=True, text=True, cwd=ROOT, timeout=300)
   _assert_one_line_error(result, tmp_path, f'--config={config}', *fragments)
 
