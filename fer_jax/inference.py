@@ -85,9 +85,12 @@ def make_logits_fn(model: nn.Module, input_spec: InputSpec,
   @jax.jit
   def ten_crop_logits(variables, images):
     crops = ten_crops(images, crop_fraction)
-    probabilities = jax.nn.softmax(jax.vmap(forward, (None, 0))(variables,
-                                                                crops))
-    return jnp.log(probabilities.mean(axis=0))
+    log_probabilities = jax.nn.log_softmax(
+        jax.vmap(forward, (None, 0))(variables, crops))
+    # The log of the mean probability, without underflowing to log(0) (an
+    # infinite loss) where every crop gives a class almost nothing.
+    return (jax.nn.logsumexp(log_probabilities, axis=0)
+            - jnp.log(len(log_probabilities)))
 
   return ten_crop_logits
 

@@ -67,6 +67,21 @@ def test_ten_crop_returns_log_mean_probabilities():
                              rtol=1e-5, atol=1e-6)
 
 
+class _Certain(nn.Module):
+  """Logits 0 and -1000 for every face: class 1's probability underflows
+  to 0 in float32."""
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    return jnp.zeros((len(images), 2)) + jnp.array([0.0, -1000.0])
+
+
+def test_ten_crop_log_probabilities_stay_finite():
+  logits = inference.make_logits_fn(_Certain(), SPEC, ten_crop=True)(
+      {}, _images(2))
+  np.testing.assert_allclose(logits, [[0.0, -1000.0]] * 2, rtol=1e-6)
+
+
 def test_evaluate_reports_loss_and_metrics():
   model, variables = _model()
   logits_fn = inference.make_logits_fn(model, SPEC)
