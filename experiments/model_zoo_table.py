@@ -4,9 +4,9 @@
 
 Each model is built from configs/<name>.py (head, input size and channels
 as trained) for the FER classes; FLOPs are XLA's cost analysis of the
-compiled forward pass on one image (a multiply-add counts as two), the
-figure `fer_jax.main` prints at start. Nothing is initialised or trained:
-shapes only.
+forward pass on one image as lowered for the CPU (a multiply-add counts as
+two; `inference.forward_mflops`), the figure `fer_jax.main` prints at
+start. Nothing is initialised or trained: shapes only.
 """
 
 import os
