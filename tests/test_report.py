@@ -15,6 +15,7 @@ import pytest
 
 import fakedata
 from fer_jax import release, rundir
+from fer_jax.data import dataset
 from fer_jax.errors import UserError
 from fer_jax.evaluate import ensemble, regenerate, tables
 from fer_jax.predict import predictor
@@ -144,7 +145,7 @@ def test_a_report_on_other_data_than_the_run_had_is_refused(reported,
   """dataset.json records each split's sha256: other faces at --data_path,
   or FER+'s 8 classes for a FER2013 run, would score the model on what it
   was not selected and evaluated on."""
-  run = shutil.copytree(reported[0].path, tmp_path / 'run')  # Reported into.
+  run = reported[0]
   other = str(tmp_path / 'other.csv')
   fakedata.write_challenge_csv(other, per_class=(12, 4, 4), seed=1)
   same = str(tmp_path / 'fer2013.csv')  # The file it trained on, elsewhere.
@@ -155,13 +156,14 @@ def test_a_report_on_other_data_than_the_run_had_is_refused(reported,
   for data_path, ferplus_path in ((other, ''), (same, votes)):
     with pytest.raises(UserError, match=(
         'The data given has other val/test images than '
-        f'{re.escape(str(run))} was selected and evaluated on')):
-      regenerate.regenerate([str(run)], out, data_path=data_path,
+        f'{re.escape(run.path)} was selected and evaluated on')):
+      regenerate.regenerate([run.path], out, data_path=data_path,
                             ferplus_path=ferplus_path, with_figures=False)
-  os.remove(run / rundir.REPORT)
-  regenerate.regenerate([str(run)], out, data_path=same, with_figures=False)
-  assert (json.load(open(run / rundir.REPORT))['test'] ==
-          reported[0].read_json(rundir.REPORT)['test'])
+  # The same faces from another path are the data it had.
+  config = run.load_config()
+  config.data.path = same
+  assert not dataset.changed_splits(run.read_json(rundir.DATASET),
+                                    dataset.load(config.data))
 
 
 def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):
