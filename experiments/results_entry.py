@@ -66,16 +66,13 @@ def _distilled_from(teachers: list[dict]) -> str:
 
 def _checkpoint_sha256(run: rundir.RunDir) -> str:
   """The best checkpoint's sha256, also for a run that came back from the
-  device without it (experiments/device_results.py)."""
-  if not run.has_checkpoint('best') and os.path.isfile(
-      run.file(rundir.CHECKPOINT_LEFT_OUT)):
-    left_out = run.read_json(rundir.CHECKPOINT_LEFT_OUT)
-    return (f'`{left_out["sha256"]}` (step {left_out["step"]}; the '
-            'checkpoint stayed on the device, too large to send back)')
-  if not run.has_checkpoint('best'):
-    raise UserError(f'{run.path} has no best checkpoint: a run saves one '
-                    'after its first epoch.')
-  return f'`{run.checkpoint_sha256("best")}`'
+  device without it (experiments/device_results.py); `RunDir.read_report`
+  has found one of the two."""
+  if run.has_checkpoint('best'):
+    return f'`{run.checkpoint_sha256("best")}`'
+  left_out = run.read_json(rundir.CHECKPOINT_LEFT_OUT)
+  return (f'`{left_out["sha256"]}` (step {left_out["step"]}; the '
+          'checkpoint stayed on the device, too large to send back)')
 
 
 def entry(run: rundir.RunDir, provenance: dict) -> str:

@@ -162,8 +162,8 @@ def test_a_report_on_other_data_than_the_run_had_is_refused(reported,
   # The same faces from another path are the data it had.
   config = run.load_config()
   config.data.path = same
-  assert not dataset.changed_splits(run.read_json(rundir.DATASET),
-                                    dataset.load(config.data))
+  same_data = dataset.identity(dataset.load(config.data))
+  assert not dataset.changed_splits(run.read_json(rundir.DATASET), same_data)
 
 
 def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):

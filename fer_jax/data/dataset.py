@@ -118,16 +118,23 @@ def load(config: ml_collections.ConfigDict) -> sources.FerData:
   return data
 
 
-def changed_splits(recorded: dict, data: sources.FerData) -> list[str]:
-  """The splits of `data` other than those a run trained and was evaluated
-  on, by its dataset.json (`recorded`): by sha256, or by size for runs
-  recorded before it; all of them when the classes differ."""
-  if list(data.class_names) != recorded['class_names']:
-    return list(data.splits)
-  digests = recorded.get('split_sha256')
-  return [name for name, split in data.splits.items()
-          if (split.sha256() != digests[name] if digests
-              else len(split) != recorded['split_sizes'][name])]
+def identity(data: sources.FerData) -> dict:
+  """What a run's dataset.json records to tell its data: class names and
+  each split's size and sha256."""
+  return {'class_names': list(data.class_names),
+          'split_sizes': {name: len(s) for name, s in data.splits.items()},
+          'split_sha256': {name: s.sha256() for name, s in data.splits.items()}}
+
+
+def changed_splits(recorded: dict, current: dict) -> list[str]:
+  """The splits of `current` (`identity`) other than those of `recorded`
+  (a run's dataset.json): by sha256, or by size for runs recorded before
+  it; all of them when the classes differ."""
+  if current['class_names'] != recorded['class_names']:
+    return list(current['split_sizes'])
+  key = 'split_sha256' if 'split_sha256' in recorded else 'split_sizes'
+  return [name for name, value in current[key].items()
+          if value != recorded[key][name]]
 
 
 def class_weights(labels: np.ndarray, num_classes: int,

@@ -62,7 +62,7 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   if data is None:
     data = dataset.load(config.data)
   changed = [name for name in dataset.changed_splits(
-      run.read_json(rundir.DATASET), data) if name in SPLITS]
+      run.read_json(rundir.DATASET), dataset.identity(data)) if name in SPLITS]
   if changed:
     raise UserError(
         f'The data given has other {"/".join(changed)} images than '

@@ -97,10 +97,7 @@ class _StopSignals:
 
 
 def _data_info(data: sources.FerData, spec: preprocess.InputSpec) -> dict:
-  return {'class_names': list(data.class_names),
-          'input_spec': spec.to_json(),
-          'split_sizes': {name: len(s) for name, s in data.splits.items()},
-          'split_sha256': {name: s.sha256() for name, s in data.splits.items()},
+  return {**dataset.identity(data), 'input_spec': spec.to_json(),
           'skipped_records': data.skipped}
 
 
@@ -151,9 +148,10 @@ class _Trainer:
         config.data.normalization, config.data.image_size,
         config.data.channels, train_split.images)
     self.resuming = self.run.latest_step() is not None  # Every process.
+    data_info = _data_info(self.data, self.spec)
     if self.resuming and os.path.isfile(self.run.file(rundir.DATASET)):
       changed = dataset.changed_splits(self.run.read_json(rundir.DATASET),
-                                       self.data)
+                                       data_info)
       if changed:
         raise UserError(
             f'{workdir} is resumed on other {"/".join(changed)} images than '
@@ -165,7 +163,7 @@ class _Trainer:
         _record_config_change(self.run, previous_config,
                               rundir.as_json(config))
       self.run.save_config(config)
-      self.run.write_json(rundir.DATASET, _data_info(self.data, self.spec))
+      self.run.write_json(rundir.DATASET, data_info)
 
     # -------------------------------------------------------------- Devices.
     self.num_devices = jax.device_count()

@@ -17,7 +17,6 @@ import logging
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import traverse_util
 
@@ -90,10 +89,8 @@ def _classifier_keys(config: ml_collections.ConfigDict,
   size, channels = config.data.image_size, config.data.channels
 
   def shapes(classes):
-    model = models.create(name, classes, **settings)
-    return traverse_util.flatten_dict(jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, train=False),
-        jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)))
+    return traverse_util.flatten_dict(models.variable_shapes(
+        models.create(name, classes, **settings), (1, size, size, channels)))
 
   these, one_more = shapes(num_classes), shapes(num_classes + 1)
   return {key for key, value in these.items()
