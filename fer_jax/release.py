@@ -7,8 +7,8 @@
 Copies what the predictor and `python -m fer_jax.report` need, and nothing
 they do not: config.json, dataset.json, metrics.jsonl, report.json (and
 init_from.json and distill_from.json, for a run that started or learned
-from other weights, and config_history.jsonl, for one resumed under
-another config) and the best checkpoint (model weights only, a few MB;
+from other weights, config_history.jsonl, for one resumed under another
+config, and train_faces.npy, for a run that recorded it) and the best checkpoint (model weights only, a few MB;
 the latest checkpoint with its optimizer state stays behind). Writes
 release.json with the provenance given on the command line (a run
 directory does not know its commit or machine), the checkpoint's sha256
@@ -83,8 +83,8 @@ def release(workdir: str, out: str, **provenance: str) -> dict:
     shutil.rmtree(out)
   os.makedirs(out)
   for name in _FILES + (rundir.INIT_FROM, rundir.DISTILL_FROM,
-                        rundir.CONFIG_HISTORY):
-    if os.path.isfile(run.file(name)):  # Written by runs that used them.
+                        rundir.CONFIG_HISTORY, rundir.TRAIN_FACES):
+    if os.path.isfile(run.file(name)):  # Not every run has each.
       shutil.copy2(run.file(name), os.path.join(out, name))
   released = rundir.RunDir(out, create=False)
   shutil.copytree(run.checkpoint_dir('best', step),

@@ -8,6 +8,10 @@
                      reached (one JSON line each, oldest first)
   dataset.json       class names, model input spec, split sizes and sha256
                      (`sources.Split.sha256`), skipped records
+  train_faces.npy    a 64-bit digest of each training face's pixels
+                     (`dataset.face_digests`), so that a run learning from
+                     this one can check it never trained on its val or test
+                     faces (fer_jax.train.held_out)
   metrics.jsonl      one JSON line per epoch (train and validation metrics)
   tensorboard/       the same metrics as TensorBoard event files
   checkpoints/latest orbax: model, optimizer, loop state and data iterator
@@ -58,6 +62,7 @@ TENSORBOARD = 'tensorboard'
 RELEASE = 'release.json'
 INIT_FROM = 'init_from.json'
 DISTILL_FROM = 'distill_from.json'
+TRAIN_FACES = 'train_faces.npy'
 CHECKPOINT_LEFT_OUT = 'checkpoint_left_out.json'
 
 
@@ -129,6 +134,13 @@ class RunDir:
     tmp = self.file(name + '.tmp')
     with open(tmp, 'w') as f:
       json.dump(value, f, indent=2)
+    os.replace(tmp, self.file(name))
+
+  def write_array(self, name: str, value: np.ndarray) -> None:
+    """As `write_json`, for a .npy file."""
+    tmp = self.file(name + '.tmp')
+    with open(tmp, 'wb') as f:
+      np.save(f, value)
     os.replace(tmp, self.file(name))
 
   def read_json(self, name: str) -> Any:

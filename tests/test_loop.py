@@ -16,6 +16,7 @@ import pytest
 import fakedata
 from fer_jax import inference, rundir
 from fer_jax.config import default_config
+from fer_jax.data import dataset
 from fer_jax.errors import UserError
 from fer_jax.evaluate import report
 from fer_jax.train import config_check, loop
@@ -57,6 +58,12 @@ def test_train_writes_the_run_directory_and_report(csv_path, tmp_path,
   assert b'val/accuracy' in logged and b'train/loss' in logged
   assert run.latest_step('latest') == 3 * (84 // 16)
   assert json.load(open(run.file('config.json')))['train']['epochs'] == 3
+  # Which faces it trained on, one distinct digest each (fakedata's faces
+  # are distinct).
+  trained_on = np.load(run.file(rundir.TRAIN_FACES))
+  np.testing.assert_array_equal(
+      trained_on, dataset.face_digests(data.splits['train'].images))
+  assert len(set(trained_on.tolist())) == 84
 
   assert result['num_params'] > 0
   for split in ('val', 'test'):

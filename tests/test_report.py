@@ -191,7 +191,7 @@ def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,
   # The best checkpoint only, no optimizer state, TensorBoard or latest.
   assert sorted(os.listdir(released_dir)) == sorted(
       [rundir.CONFIG, rundir.DATASET, rundir.METRICS, rundir.REPORT,
-       rundir.RELEASE, 'checkpoints'])
+       rundir.RELEASE, rundir.TRAIN_FACES, 'checkpoints'])
   assert os.listdir(os.path.join(released_dir, 'checkpoints')) == ['best']
   assert info == released.read_json(rundir.RELEASE)
   assert info['commit'] == 'abc123' and info['source_workdir'] == run.path

@@ -5,6 +5,7 @@ images per class (in every split, which also makes quick runs quick), random
 undersampling of the training split to balance it, and class weights.
 """
 
+import hashlib
 import logging
 import os
 
@@ -18,7 +19,8 @@ BALANCE_MODES = ('none', 'undersample')
 CLASS_WEIGHT_MODES = ('none', 'balanced')
 
 
-def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
+def read(config: ml_collections.ConfigDict) -> sources.FerData:
+  """`config.path`'s splits (config.data), before the class options."""
   # A prepared TFDS data dir holds a `fer2013` folder. TFDS is imported for
   # such directories only: it takes half a second to import, and runs on the
   # CSV or an image folder need neither it nor its dependencies (a device
@@ -41,7 +43,8 @@ def _read(config: ml_collections.ConfigDict, seed: int) -> sources.FerData:
   return sources.load(config.path, ferplus_path=config.ferplus_path,
                       label_mode=config.label_mode,
                       on_bad_record=config.on_bad_record,
-                      split_ratios=config.split_ratios, seed=seed)
+                      split_ratios=config.split_ratios,
+                      seed=config.split_seed)
 
 
 def select_classes(data: sources.FerData, names: list[str]) -> sources.FerData:
@@ -103,8 +106,7 @@ def apply_class_options(data: sources.FerData,
 def load(config: ml_collections.ConfigDict) -> sources.FerData:
   """Reads `config.path` (config.data) and applies its class options, both
   drawn by `config.split_seed`."""
-  data = apply_class_options(_read(config, config.split_seed), config,
-                             config.split_seed)
+  data = apply_class_options(read(config), config, config.split_seed)
   for name, split in data.splits.items():
     logging.info('%s: %d images, per class %s', name, len(split),
                  dict(zip(data.class_names,
@@ -124,6 +126,14 @@ def identity(data: sources.FerData) -> dict:
   return {'class_names': list(data.class_names),
           'split_sizes': {name: len(s) for name, s in data.splits.items()},
           'split_sha256': {name: s.sha256() for name, s in data.splits.items()}}
+
+
+def face_digests(images: np.ndarray) -> np.ndarray:
+  """One 64-bit digest of each face's pixels, uint64 [N]: which faces a run
+  trained on (its train_faces.npy), whatever their order or labels."""
+  return np.frombuffer(b''.join(
+      hashlib.blake2b(face.tobytes(), digest_size=8).digest()
+      for face in np.ascontiguousarray(images)), '<u8').astype(np.uint64)
 
 
 def changed_splits(recorded: dict, current: dict) -> list[str]:

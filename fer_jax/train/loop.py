@@ -25,8 +25,8 @@ from fer_jax.data import (dataset, device_augment, pipeline, preprocess,
                           sources)
 from fer_jax.errors import Interrupted, UserError
 from fer_jax.train import (config_check, cpu_devices, cpu_memory, distill,
-                           epoch_metrics, multihost, optim, phases, step,
-                           warm_start)
+                           epoch_metrics, held_out, multihost, optim, phases,
+                           step, warm_start)
 
 
 # The process and device layout and the CPU's memory settings, which may
@@ -158,12 +158,19 @@ class _Trainer:
             f'it trained on (its {rundir.DATASET}); resume it on its own data '
             f'(config.json: data.path), or start a new --workdir with '
             f'--config.model.init_from={workdir}.')
+    held_out.check(distill.teacher_directories(config.train),
+                   'train.distill_from', config.data, self.data, data_info)
+    if not self.resuming:
+      held_out.check(warm_start.source_run(config), 'model.init_from',
+                     config.data, self.data, data_info)
     if self.main:
       if self.resuming:
         _record_config_change(self.run, previous_config,
                               rundir.as_json(config))
       self.run.save_config(config)
       self.run.write_json(rundir.DATASET, data_info)
+      self.run.write_array(rundir.TRAIN_FACES,
+                           dataset.face_digests(train_split.images))
 
     # -------------------------------------------------------------- Devices.
     self.num_devices = jax.device_count()

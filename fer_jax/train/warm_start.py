@@ -97,6 +97,13 @@ def _classifier_keys(config: ml_collections.ConfigDict,
           if value.shape != one_more[key].shape}
 
 
+def source_run(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """init_from's run directory, alone; () without one (none given, or
+  converted ImageNet weights)."""
+  path = config.model.get('init_from', '')
+  return (path,) if path and rundir.is_run_directory(path) else ()
+
+
 def replays_data_stream(config: ml_collections.ConfigDict,
                         train_images: int) -> bool:
   """Whether init_from is a run that trained on the stream of batches this
@@ -104,10 +111,9 @@ def replays_data_stream(config: ml_collections.ConfigDict,
   which fix the stream (fer_jax.data.pipeline), so that this run's first
   epochs show the faces the source saw in its first, in the same order with
   the same augmentation."""
-  path = config.model.get('init_from', '')
-  if not path or not rundir.is_run_directory(path):
+  if not source_run(config):
     return False
-  source = rundir.RunDir(path, create=False)
+  source = rundir.RunDir(config.model.init_from, create=False)
   return (source.load_config().seed == config.seed
           and source.read_json(rundir.DATASET)['split_sizes']['train']
           == train_images)

@@ -1,0 +1,99 @@
+"""Refuses teachers and starting weights that trained on this run's val or
+test faces.
+
+A run that distils from another run (`config.train.distill_from`) or starts
+from its weights (`config.model.init_from`) inherits what that run learned.
+Had it trained on faces this run selects on (val) or reports (test), the
+new run's figures would count faces it has, in effect, already seen: a
+teacher of another `data.split_seed` on a drawn split, or of another data
+file, can hold them. So each such run's training faces, by the digests in
+its train_faces.npy, must hold no val or test face of this run that the
+training split of this run's data does not hold too: FER2013 repeats some
+faces across its splits (270 of PublicTest's and 278 of PrivateTest's are
+in Training), and a source that trained on the whole Training split saw
+them as any FER2013 model does, whatever subset of it (class options) this
+run trains on. A run recorded before train_faces.npy existed passes when
+its dataset.json records this run's val and test splits (it held them out
+as this run does); otherwise its training faces are read again from its
+config.json's data.
+"""
+
+import os
+
+import ml_collections
+import numpy as np
+
+from fer_jax import rundir
+from fer_jax.data import dataset, sources
+from fer_jax.errors import UserError
+
+HELD_OUT = ('val', 'test')
+
+
+def check(workdirs: tuple[str, ...], key: str,
+          data_config: ml_collections.ConfigDict, data: sources.FerData,
+          identity: dict) -> None:
+  """Fails when a run in `workdirs` (the run directories of config.`key`)
+  trained on faces of `data`'s val or test splits (module docstring);
+  `data` is `dataset.load(data_config)`, `identity` its `dataset.identity`.
+  """
+  whole_training = None
+  for workdir in workdirs:
+    source = rundir.RunDir(workdir, create=False)
+    trained_on = _training_faces(source, key, identity)
+    if trained_on is None:
+      continue
+    # The faces this run trains on first: the split before the class
+    # options is read again only when some are left.
+    leaked = _held_out_among(trained_on, data, data.splits['train'].images)
+    if any(leaked.values()):
+      if whole_training is None:
+        whole_training = dataset.read(data_config).splits['train'].images
+      leaked = _held_out_among(trained_on, data, whole_training)
+    if any(leaked.values()):
+      raise UserError(
+          f'config.{key}: {workdir} trained on {leaked["val"]} val and '
+          f'{leaked["test"]} test faces of this run, not in its data\'s '
+          'training split, so its selection and test figures would count '
+          'faces already learned; use a run trained on the same splits (the '
+          'same data.path, data.split_seed and class options).')
+
+
+def _held_out_among(trained_on: np.ndarray, data: sources.FerData,
+                    repeated: np.ndarray) -> dict[str, int]:
+  """How many faces of each held-out split of `data` are in `trained_on`
+  (digests) and not among the faces `repeated`."""
+  seen = np.setdiff1d(trained_on, dataset.face_digests(repeated))
+  return {name: int(np.isin(dataset.face_digests(data.splits[name].images),
+                            seen).sum())
+          for name in HELD_OUT}
+
+
+def _training_faces(source: rundir.RunDir, key: str,
+                    identity: dict) -> np.ndarray | None:
+  """The digests of `source`'s training faces; None for an older run that
+  held out this run's val and test splits (module docstring)."""
+  if os.path.isfile(source.file(rundir.TRAIN_FACES)):
+    return np.load(source.file(rundir.TRAIN_FACES))
+  recorded = source.read_json(rundir.DATASET)
+  if all(recorded.get('split_sha256', {}).get(name)
+         == identity['split_sha256'][name] for name in HELD_OUT):
+    return None
+  config = source.load_config().data
+  missing = [path for path in (config.path, config.get('ferplus_path', ''))
+             if path and not os.path.exists(path)]
+  if missing:
+    raise UserError(
+        f'config.{key}: cannot tell whether {source.path} trained on this '
+        f'run\'s val or test faces: it has no {rundir.TRAIN_FACES}, its '
+        f'dataset.json records other splits than this run\'s, and its data, '
+        f'{missing[0]} (config.json), is not there. Run from the directory '
+        'it was trained from, or use a run trained on this run\'s data.')
+  data = dataset.load(config)
+  if dataset.changed_splits(recorded, dataset.identity(data)):
+    raise UserError(
+        f'config.{key}: {source.path}\'s data, {config.path} (config.json), '
+        'is no longer what it trained on (its dataset.json), so what it '
+        'trained on cannot be checked against this run\'s val and test '
+        'faces; use a run trained on this run\'s data.')
+  return dataset.face_digests(data.splits['train'].images)

@@ -1,0 +1,146 @@
+"""Teachers and init_from runs that trained on a run's val or test faces are
+refused (fer_jax.train.held_out)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import SyntheticFer
+from fer_jax import rundir
+from fer_jax.config import default_config
+from fer_jax.data import dataset, sources
+from fer_jax.errors import UserError
+from fer_jax.train import held_out, loop
+from test_loop import tiny_config
+
+
+def _config(data_path, split_seed=0):
+  config = default_config()
+  config.data.path = data_path
+  config.data.split_seed = split_seed
+  return config
+
+
+def _source_run(path, config, faces_recorded=True):
+  """A run directory as fer_jax.main leaves it before its first checkpoint,
+  of `config`'s data; without train_faces.npy, as before it was recorded."""
+  run = rundir.RunDir(str(path))
+  run.save_config(config)
+  data = dataset.load(config.data)
+  run.write_json(rundir.DATASET, dataset.identity(data))
+  if faces_recorded:
+    run.write_array(rundir.TRAIN_FACES,
+                    dataset.face_digests(data.splits['train'].images))
+  return str(path)
+
+
+def _check(workdir, data_config, data=None):
+  data = data or dataset.load(data_config)
+  held_out.check((workdir,), 'train.distill_from', data_config, data,
+                 dataset.identity(data))
+
+
+def test_an_older_run_of_the_same_held_out_splits_is_not_read_again(
+    synthetic_fer, tmp_path):
+  config = _config(synthetic_fer.write_csv())
+  source = _source_run(tmp_path / 'source', config, faces_recorded=False)
+  data = dataset.load(config.data)
+  (tmp_path / 'fer2013.csv').unlink()  # Its data is not needed.
+  _check(source, config.data, data)
+
+
+@pytest.mark.parametrize('faces_recorded', [True, False])
+def test_a_run_that_trained_on_test_faces_is_refused(synthetic_fer, tmp_path,
+                                                     faces_recorded):
+  records = synthetic_fer.records
+  this_run = _config(synthetic_fer.write_csv())
+  # The source's file has two of this run's test faces in its training rows.
+  test_rows = [i for i, r in enumerate(records) if r.usage == 'PrivateTest']
+  moved = list(records)
+  for i in test_rows[:2]:
+    moved[i] = dataclasses.replace(records[i], usage='Training')
+  other_file = SyntheticFer(tmp_path, moved).write_csv('other.csv')
+  source = _source_run(tmp_path / 'source', _config(other_file),
+                       faces_recorded)
+  with pytest.raises(UserError, match=r'config\.train\.distill_from: .*source '
+                     r'trained on 0 val and 2 test faces of this run'):
+    _check(source, this_run.data)
+
+
+def test_a_drawn_split_of_another_split_seed_is_refused(make_synthetic_fer,
+                                                        tmp_path):
+  # 10 faces a class: 7, 1 and 2 of each in the drawn splits.
+  folder = make_synthetic_fer((6, 2, 2)).write_folder(prefixes=False)
+  source = _source_run(tmp_path / 'source', _config(folder, split_seed=1))
+  with pytest.raises(UserError, match=r'trained on \d+ val and \d+ test'):
+    _check(source, _config(folder).data)
+
+
+@pytest.mark.parametrize('faces_recorded', [True, False])
+@pytest.mark.parametrize('classes', ['all', 'without the repeat'])
+def test_the_datas_own_repeats_are_not_a_leak(synthetic_fer, tmp_path,
+                                              faces_recorded, classes):
+  """FER2013 repeats some faces across its splits: a source that trained on
+  such a face did no more than any run on the data's training split, this
+  one too, whether or not its class options keep that face."""
+  records = list(synthetic_fer.records)
+  train_row = next(i for i, r in enumerate(records) if r.usage == 'Training')
+  test_row = next(i for i, r in enumerate(records)
+                  if r.usage == 'PrivateTest'
+                  and r.label != records[train_row].label)
+  records[test_row] = dataclasses.replace(records[test_row],
+                                          image=records[train_row].image)
+  this_run = SyntheticFer(tmp_path, records).write_csv()
+  # Another val split (one val face dropped), the same training faces.
+  val_row = next(i for i, r in enumerate(records) if r.usage == 'PublicTest')
+  other_file = SyntheticFer(tmp_path, records[:val_row] + records[val_row + 1:]
+                            ).write_csv('other.csv')
+  source = _source_run(tmp_path / 'source', _config(other_file),
+                       faces_recorded)
+  config = _config(this_run)
+  if classes != 'all':  # This run does not train on the repeated face.
+    config.data.classes = ','.join(
+        name for i, name in enumerate(sources.FER2013_CLASSES)
+        if i != records[train_row].label)
+    assert not np.isin(
+        dataset.face_digests(records[train_row].image[None]),
+        dataset.face_digests(dataset.load(config.data).splits['train'].images)
+    ).any()
+  _check(source, config.data)
+
+
+def test_an_older_run_whose_data_is_gone_or_changed_is_refused(synthetic_fer,
+                                                              tmp_path):
+  this_run = _config(synthetic_fer.write_csv())
+  records = synthetic_fer.records
+  val_row = next(i for i, r in enumerate(records) if r.usage == 'PublicTest')
+  other = SyntheticFer(tmp_path, records[:val_row] + records[val_row + 1:])
+  source = _source_run(tmp_path / 'source', _config(other.write_csv('o.csv')),
+                       faces_recorded=False)
+  other.write_csv('o.csv', other.csv_lines()[:-1])
+  with pytest.raises(UserError, match=r'o\.csv \(config\.json\), is no '
+                     'longer what it trained on'):
+    _check(source, this_run.data)
+  (tmp_path / 'o.csv').unlink()
+  with pytest.raises(UserError, match=r'cannot tell whether .*source trained '
+                     r'on this run\'s val or test faces: it has no '
+                     r'train_faces\.npy, .*o\.csv \(config\.json\), is not '
+                     'there'):
+    _check(source, this_run.data)
+
+
+def test_training_refuses_such_a_teacher_or_init_from(make_synthetic_fer,
+                                                      tmp_path, monkeypatch):
+  folder = make_synthetic_fer((6, 2, 2)).write_folder(prefixes=False)
+  source = _source_run(tmp_path / 'source', _config(folder, split_seed=1))
+  # init_from's own check wants a trained run; the refusal comes before
+  # its weights are read.
+  monkeypatch.setattr(rundir.RunDir, 'has_checkpoint', lambda *_: True)
+  for key, value in (('train.distill_from', source),
+                     ('model.init_from', source)):
+    config = tiny_config(folder, epochs=1)
+    config.update_from_flattened_dict({key: value})
+    with pytest.raises(UserError, match=rf'config\.{key}: .*source trained '
+                       'on'):
+      loop.train(config, str(tmp_path / key))
