@@ -44,8 +44,12 @@ class TrainState(struct.PyTreeNode):
     one buffer cannot be donated twice."""
     if self.ema is None:
       return self
-    return self.replace(ema=jax.tree.map(lambda x: jnp.array(x, copy=True),
-                                         self.model_variables))
+    return self.replace(ema=_copy(self.model_variables))
+
+
+# One program for the whole tree (eager copies compiled one per shape); its
+# outputs keep the inputs' shardings.
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 def data_parallel(devices: Sequence[jax.Device]
