@@ -19,6 +19,7 @@ def get_config():
   config.model.name = 'resnet_small'
   config.model.stem_features = 32
   config.model.block_features = (64, 128)
+  config.model.blocks_per_stage = 1  # Residual blocks before each max-pool.
   config.model.pooling = 'flatten'  # Or 'gap'.
   config.model.hidden_units = 0
   config.model.dropout = 0.15

@@ -38,6 +38,34 @@ def test_resnet_small_parameter_count_matches_reference_study():
   assert abs(num_params - 418_000) < 5_000  # The study's ~418k.
 
 
+def test_resnet_small_v2_is_twice_as_deep_under_500k_and_fewer_flops():
+  """configs/resnet_small_v2.py: 13 convolutions (resnet_small's 5, not
+  counting projections), under 500k parameters, fewer FLOPs."""
+  configured = sweeps.load_config(os.path.join(ROOT, 'configs',
+                                               'resnet_small_v2.py')).model
+  settings = rundir.as_json(configured)
+  del settings['name'], settings['init_from']
+  deeper, reference = (models.create('resnet_small', 7, **kwargs)
+                       for kwargs in (settings, {}))
+
+  def convolutions_params_and_flops(model):
+    variables = models.variable_shapes(model, (1, 48, 48, 1))
+    kernels = [path for path, x in
+               jax.tree_util.tree_flatten_with_path(variables['params'])[0]
+               if x.ndim == 4 and 'projection' not in jax.tree_util.keystr(
+                   path)]
+    flops = jax.jit(functools.partial(model.apply, train=False)).lower(
+        variables, jax.ShapeDtypeStruct((1, 48, 48, 1), jnp.float32)
+    ).cost_analysis()['flops']
+    return len(kernels), models.count_params(variables['params']), flops
+
+  (deep_convs, deep_params, deep_flops), (convs, params, flops) = map(
+      convolutions_params_and_flops, (deeper, reference))
+  assert (convs, params) == (5, 417_287)
+  assert deep_convs == 13 and deep_params == 481_127
+  assert deep_flops < 0.8 * flops
+
+
 def test_resnet_small_outputs_logits_and_pre_logits():
   model = models.create('resnet_small', 5, dropout=0.2, pooling='gap')
   variables = _init(model)

@@ -62,7 +62,7 @@ def test_resnet_small_sweep_is_the_exact_product():
     ('classes', 9, 'classes=angry+disgust+fear+happy+sad+surprise+neutral,'
                    'max_per_class=500'),
     ('augmentation', 8, 'geometric=on,photometric=on,class_weights=none'),
-    ('accuracy_ablation', 9, 'base'),
+    ('accuracy_ablation', 10, 'base'),
     ('large_model', 2, 'seed=0'),
     ('finetune_ablation', 7, 'base'),
     ('ferplus_modes', 4, 'label_mode=majority'),
@@ -280,4 +280,5 @@ def test_run_flag_picks_runs_and_names_the_sweeps_runs_when_unknown(tmp_path):
   assert result.returncode == 2
   assert result.stderr.splitlines()[-1] == (
       f'error: --run=mixpu: no such run in {sweep}; its runs: base, '
-      'label_smoothing, erasing, mixup, cutmix, ema, adamw, plateau, all.')
+      'label_smoothing, erasing, mixup, cutmix, ema, adamw, plateau, '
+      'resnet_small_v2, all.')

@@ -4,6 +4,10 @@ stem conv(32) -> [residual block(64) -> max-pool -> dropout]
               -> [residual block(128) -> max-pool -> dropout]
               -> flatten -> dense classifier.
 With the defaults and 7 classes it has 417,287 parameters (the study: ~418k).
+`blocks_per_stage` > 1 repeats each stage's block before its pool: with
+block_features (32, 64, 96), two blocks a stage and global average pooling
+it is configs/resnet_small_v2.py: 13 convolutions deep instead of 5, for
+fewer FLOPs.
 """
 
 import functools
@@ -40,6 +44,9 @@ class ResNetSmall(nn.Module):
   num_classes: int
   stem_features: int = 32
   block_features: Sequence[int] = (64, 128)
+  # Residual blocks of each width before its max-pool; the first changes the
+  # width (projected skip), the others keep it.
+  blocks_per_stage: int = 1
   # 'flatten' as in the reference study; 'gap' (global average pooling)
   # trades ~110k parameters for translation invariance.
   pooling: str = 'flatten'
@@ -54,7 +61,8 @@ class ResNetSmall(nn.Module):
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)(x))
     for features in self.block_features:
-      x = ResidualBlock(features, dtype=self.dtype)(x, train)
+      for _ in range(self.blocks_per_stage):
+        x = ResidualBlock(features, dtype=self.dtype)(x, train)
       x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.pooling == 'gap':
