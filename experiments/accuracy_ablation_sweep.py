@@ -39,9 +39,21 @@ from fer_jax import sweeps
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, 'configs')
 RESNET_SMALL = os.path.join(CONFIGS, 'resnet_small.py')
 
+
+def get_config():
+  config = sweeps.load_config(RESNET_SMALL)
+  config.train.update(
+      epochs=100, optimizer='sgd', nesterov=True, momentum=0.9,
+      learning_rate=0.05, schedule='cosine', warmup_epochs=1.0,
+      weight_decay=5e-4, early_stopping_patience=0,
+      selection_metric='val/accuracy')
+  config.model.blocks_per_stage = 1  # The model's default; a run varies it.
+  return config
+
+
 def _model_changes(config_file: str) -> dict:
   """The model settings of configs/`config_file` other than the base's."""
-  base = sweeps.load_config(RESNET_SMALL).model
+  base = get_config().model
   model = sweeps.load_config(os.path.join(CONFIGS, config_file)).model
   return {f'model.{key}': value for key, value in model.items()
           if value != base[key]}
@@ -63,16 +75,6 @@ ADDITIONS['all'] = {
     key: value for name in ('label_smoothing', 'erasing', 'mixup', 'cutmix',
                             'ema')
     for key, value in ADDITIONS[name].items()}
-
-
-def get_config():
-  config = sweeps.load_config(RESNET_SMALL)
-  config.train.update(
-      epochs=100, optimizer='sgd', nesterov=True, momentum=0.9,
-      learning_rate=0.05, schedule='cosine', warmup_epochs=1.0,
-      weight_decay=5e-4, early_stopping_patience=0,
-      selection_metric='val/accuracy')
-  return config
 
 
 def sweep(add):
