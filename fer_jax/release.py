@@ -8,8 +8,9 @@ Copies what the predictor and `python -m fer_jax.report` need, and nothing
 they do not: config.json, dataset.json, metrics.jsonl, report.json (and
 init_from.json and distill_from.json, for a run that started or learned
 from other weights, config_history.jsonl, for one resumed under another
-config, and train_faces.npy, for a run that recorded it) and the best checkpoint (model weights only, a few MB;
-the latest checkpoint with its optimizer state stays behind). Writes
+config, and train_faces.npy, for a run that recorded it) and the best
+checkpoint (model weights only, a few MB; the latest checkpoint with its
+optimizer state stays behind). Writes
 release.json with the provenance given on the command line (a run
 directory does not know its commit or machine), the checkpoint's sha256
 (`rundir.RunDir.checkpoint_sha256`) and the report's PublicTest /
