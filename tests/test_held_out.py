@@ -36,7 +36,7 @@ def _source_run(path, config, faces_recorded=True):
 
 
 def _check(workdir, data_config, data=None):
-  data = data or dataset.load(data_config)
+  data = dataset.load(data_config) if data is None else data
   held_out.check((workdir,), 'train.distill_from', data_config, data,
                  dataset.identity(data))
 
