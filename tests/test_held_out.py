@@ -37,8 +37,9 @@ def _source_run(path, config, faces_recorded=True):
 
 def _check(workdir, data_config, data=None):
   data = dataset.load(data_config) if data is None else data
-  held_out.check((workdir,), 'train.distill_from', data_config, data,
-                 dataset.identity(data))
+  held_out.check({'train.distill_from': (workdir,)}, data_config, data,
+                 dataset.identity(data),
+                 dataset.face_digests(data.splits['train'].images))
 
 
 def test_an_older_run_of_the_same_held_out_splits_is_not_read_again(

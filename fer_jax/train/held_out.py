@@ -30,26 +30,32 @@ from fer_jax.errors import UserError
 HELD_OUT = ('val', 'test')
 
 
-def check(workdirs: tuple[str, ...], key: str,
+def check(sources_by_key: dict[str, tuple[str, ...]],
           data_config: ml_collections.ConfigDict, data: sources.FerData,
-          identity: dict) -> None:
-  """Fails when a run in `workdirs` (the run directories of config.`key`)
-  trained on faces of `data`'s val or test splits (module docstring);
-  `data` is `dataset.load(data_config)`, `identity` its `dataset.identity`.
-  """
-  whole_training = None
-  for workdir in workdirs:
+          identity: dict, training_faces: np.ndarray) -> None:
+  """Fails when a run in `sources_by_key` (config key -> its run
+  directories) trained on faces of `data`'s val or test splits (module
+  docstring); `data` is `dataset.load(data_config)`, `identity` its
+  `dataset.identity` and `training_faces` its training split's
+  `dataset.face_digests`."""
+  held_out_faces, whole_training = None, None
+  for key, workdir in ((key, workdir) for key, workdirs
+                       in sources_by_key.items() for workdir in workdirs):
     source = rundir.RunDir(workdir, create=False)
     trained_on = _training_faces(source, key, identity)
     if trained_on is None:
       continue
+    if held_out_faces is None:
+      held_out_faces = {name: dataset.face_digests(data.splits[name].images)
+                        for name in HELD_OUT}
     # The faces this run trains on first: the split before the class
     # options is read again only when some are left.
-    leaked = _held_out_among(trained_on, data, data.splits['train'].images)
+    leaked = _held_out_among(trained_on, held_out_faces, training_faces)
     if any(leaked.values()):
       if whole_training is None:
-        whole_training = dataset.read(data_config).splits['train'].images
-      leaked = _held_out_among(trained_on, data, whole_training)
+        whole_training = dataset.face_digests(
+            dataset.read(data_config).splits['train'].images)
+      leaked = _held_out_among(trained_on, held_out_faces, whole_training)
     if any(leaked.values()):
       raise UserError(
           f'config.{key}: {workdir} trained on {leaked["val"]} val and '
@@ -59,14 +65,13 @@ def check(workdirs: tuple[str, ...], key: str,
           'same data.path, data.split_seed and class options).')
 
 
-def _held_out_among(trained_on: np.ndarray, data: sources.FerData,
+def _held_out_among(trained_on: np.ndarray, held_out_faces: dict,
                     repeated: np.ndarray) -> dict[str, int]:
-  """How many faces of each held-out split of `data` are in `trained_on`
-  (digests) and not among the faces `repeated`."""
-  seen = np.setdiff1d(trained_on, dataset.face_digests(repeated))
-  return {name: int(np.isin(dataset.face_digests(data.splits[name].images),
-                            seen).sum())
-          for name in HELD_OUT}
+  """How many of each held-out split's faces (`held_out_faces`: split ->
+  digests) are in `trained_on` and not in `repeated` (digests too)."""
+  seen = np.setdiff1d(trained_on, repeated)
+  return {name: int(np.isin(faces, seen).sum())
+          for name, faces in held_out_faces.items()}
 
 
 def _training_faces(source: rundir.RunDir, key: str,

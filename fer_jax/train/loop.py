@@ -158,19 +158,20 @@ class _Trainer:
             f'it trained on (its {rundir.DATASET}); resume it on its own data '
             f'(config.json: data.path), or start a new --workdir with '
             f'--config.model.init_from={workdir}.')
-    held_out.check(distill.teacher_directories(config.train),
-                   'train.distill_from', config.data, self.data, data_info)
-    if not self.resuming:
-      held_out.check(warm_start.source_run(config), 'model.init_from',
-                     config.data, self.data, data_info)
+    training_faces = dataset.face_digests(train_split.images)
+    held_out.check(
+        {'train.distill_from': distill.teacher_directories(config.train),
+         # A resumed run continues from its checkpoint, not init_from.
+         'model.init_from': () if self.resuming else
+                            warm_start.source_run(config)},
+        config.data, self.data, data_info, training_faces)
     if self.main:
       if self.resuming:
         _record_config_change(self.run, previous_config,
                               rundir.as_json(config))
       self.run.save_config(config)
       self.run.write_json(rundir.DATASET, data_info)
-      self.run.write_array(rundir.TRAIN_FACES,
-                           dataset.face_digests(train_split.images))
+      self.run.write_array(rundir.TRAIN_FACES, training_faces)
 
     # -------------------------------------------------------------- Devices.
     self.num_devices = jax.device_count()
