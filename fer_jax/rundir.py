@@ -9,7 +9,8 @@
   dataset.json       class names, model input spec, split sizes and sha256
                      (`sources.Split.sha256`), skipped records
   train_faces.npy    a 64-bit digest of each training face's pixels
-                     (`dataset.face_digests`), so that a run learning from
+                     (`dataset.face_digests`), with those its init_from
+                     and teachers passed on, so that a run learning from
                      this one can check it never trained on its val or test
                      faces (fer_jax.train.held_out)
   metrics.jsonl      one JSON line per epoch (train and validation metrics)

@@ -69,6 +69,55 @@ def test_a_run_that_trained_on_test_faces_is_refused(synthetic_fer, tmp_path,
     _check(source, this_run.data)
 
 
+def test_faces_learned_two_runs_up_a_chain_are_refused(synthetic_fer,
+                                                       tmp_path):
+  """A trained on two of this run's test faces; B learned from A but its
+  data lacks those faces, so B's own training faces hold none of them; B
+  passes A's on in its train_faces.npy, as loop writes it."""
+  records = synthetic_fer.records
+  this_run = _config(synthetic_fer.write_csv())
+  test_rows = [i for i, r in enumerate(records) if r.usage == 'PrivateTest']
+  moved = list(records)
+  for i in test_rows[:2]:
+    moved[i] = dataclasses.replace(records[i], usage='Training')
+  a_data = _config(SyntheticFer(tmp_path, moved).write_csv('a.csv'))
+  a = _source_run(tmp_path / 'a', a_data)
+  b_data = _config(SyntheticFer(tmp_path, [
+      r for i, r in enumerate(records) if i not in test_rows[:2]]
+  ).write_csv('b.csv'))
+  b = _source_run(tmp_path / 'b', b_data)
+  b_run = rundir.RunDir(b, create=False)
+  own = np.load(b_run.file(rundir.TRAIN_FACES))
+  _check(b, this_run.data)  # B's own training faces alone pass.
+  data = dataset.load(b_data.data)
+  passed_on = held_out.check(
+      {'model.init_from': (a,)}, b_data.data, data, dataset.identity(data),
+      own)
+  np.testing.assert_array_equal(
+      passed_on, np.unique(np.load(rundir.RunDir(a, create=False).file(
+          rundir.TRAIN_FACES))))
+  b_run.write_array(rundir.TRAIN_FACES, np.union1d(own, passed_on))
+  with pytest.raises(UserError, match=r'b trained on 0 val and 2 test faces '
+                     r'of this run \(itself or through a run it learned '
+                     r'from\)'):
+    _check(b, this_run.data)
+
+
+def test_a_run_records_the_faces_its_sources_passed_on(csv_path, tmp_path,
+                                                       monkeypatch):
+  passed_on = np.array([1, 2, 3], np.uint64)
+  monkeypatch.setattr(held_out, 'check', lambda *_: passed_on)
+  run, data = loop.train(tiny_config(csv_path, epochs=1), str(tmp_path))
+  own = dataset.face_digests(data.splits['train'].images)
+  np.testing.assert_array_equal(np.load(run.file(rundir.TRAIN_FACES)),
+                                np.union1d(own, passed_on))
+  # Resumed, it keeps them: its init_from is not read again.
+  monkeypatch.setattr(held_out, 'check', lambda *_: passed_on[:0])
+  run, _ = loop.train(tiny_config(csv_path, epochs=2), str(tmp_path))
+  np.testing.assert_array_equal(np.load(run.file(rundir.TRAIN_FACES)),
+                                np.union1d(own, passed_on))
+
+
 def test_a_drawn_split_of_another_split_seed_is_refused(make_synthetic_fer,
                                                         tmp_path):
   # 10 faces a class: 7, 1 and 2 of each in the drawn splits.

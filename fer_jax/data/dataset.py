@@ -130,7 +130,8 @@ def identity(data: sources.FerData) -> dict:
 
 def face_digests(images: np.ndarray) -> np.ndarray:
   """One 64-bit digest of each face's pixels, uint64 [N]: which faces a run
-  trained on (its train_faces.npy), whatever their order or labels."""
+  trained on (its train_faces.npy, fer_jax.train.held_out), whatever their
+  order or labels."""
   return np.frombuffer(b''.join(
       hashlib.blake2b(face.tobytes(), digest_size=8).digest()
       for face in np.ascontiguousarray(images)), '<u8').astype(np.uint64)

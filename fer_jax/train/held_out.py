@@ -16,6 +16,12 @@ run trains on. A run recorded before train_faces.npy existed passes when
 its dataset.json records this run's val and test splits (it held them out
 as this run does); otherwise its training faces are read again from its
 config.json's data.
+
+What a run learns from its sources it passes on: its train_faces.npy holds
+the digests of its own training faces and of its sources' (`check` returns
+the latter), so a run two steps down a chain of init_from or teachers is
+checked against every face upstream. A run recorded before train_faces.npy
+existed adds only the faces read again from its data, when they were.
 """
 
 import os
@@ -32,19 +38,22 @@ HELD_OUT = ('val', 'test')
 
 def check(sources_by_key: dict[str, tuple[str, ...]],
           data_config: ml_collections.ConfigDict, data: sources.FerData,
-          identity: dict, training_faces: np.ndarray) -> None:
+          identity: dict, training_faces: np.ndarray) -> np.ndarray:
   """Fails when a run in `sources_by_key` (config key -> its run
   directories) trained on faces of `data`'s val or test splits (module
   docstring); `data` is `dataset.load(data_config)`, `identity` its
   `dataset.identity` and `training_faces` its training split's
-  `dataset.face_digests`."""
+  `dataset.face_digests`. Returns the digests of the faces the runs
+  trained on, as far as they are known (module docstring)."""
   held_out_faces, whole_training = None, None
+  inherited = np.zeros(0, training_faces.dtype)
   for key, workdir in ((key, workdir) for key, workdirs
                        in sources_by_key.items() for workdir in workdirs):
     source = rundir.RunDir(workdir, create=False)
     trained_on = _training_faces(source, key, identity)
     if trained_on is None:
       continue
+    inherited = np.union1d(inherited, trained_on)
     if held_out_faces is None:
       held_out_faces = {name: dataset.face_digests(data.splits[name].images)
                         for name in HELD_OUT}
@@ -59,10 +68,12 @@ def check(sources_by_key: dict[str, tuple[str, ...]],
     if any(leaked.values()):
       raise UserError(
           f'config.{key}: {workdir} trained on {leaked["val"]} val and '
-          f'{leaked["test"]} test faces of this run, not in its data\'s '
+          f'{leaked["test"]} test faces of this run (itself or through a '
+          'run it learned from), not in its data\'s '
           'training split, so its selection and test figures would count '
           'faces already learned; use a run trained on the same splits (the '
           'same data.path, data.split_seed and class options).')
+  return inherited
 
 
 def _held_out_among(trained_on: np.ndarray, held_out_faces: dict,

@@ -159,19 +159,23 @@ class _Trainer:
             f'(config.json: data.path), or start a new --workdir with '
             f'--config.model.init_from={workdir}.')
     training_faces = dataset.face_digests(train_split.images)
-    held_out.check(
+    learned_from = np.union1d(training_faces, held_out.check(
         {'train.distill_from': distill.teacher_directories(config.train),
          # A resumed run continues from its checkpoint, not init_from.
          'model.init_from': () if self.resuming else
                             warm_start.source_run(config)},
-        config.data, self.data, data_info, training_faces)
+        config.data, self.data, data_info, training_faces))
+    if self.resuming and os.path.isfile(self.run.file(rundir.TRAIN_FACES)):
+      # What its init_from and earlier teachers passed on.
+      learned_from = np.union1d(learned_from,
+                                np.load(self.run.file(rundir.TRAIN_FACES)))
     if self.main:
       if self.resuming:
         _record_config_change(self.run, previous_config,
                               rundir.as_json(config))
       self.run.save_config(config)
       self.run.write_json(rundir.DATASET, data_info)
-      self.run.write_array(rundir.TRAIN_FACES, training_faces)
+      self.run.write_array(rundir.TRAIN_FACES, learned_from)
 
     # -------------------------------------------------------------- Devices.
     self.num_devices = jax.device_count()
