@@ -303,6 +303,10 @@ def test_a_run_starts_from_another_runs_best_checkpoint(
      "config.model.name is 'mobilenetv2_small'"),
     ('data.normalization', 'dataset', "trained with 'symmetric' input "
      'normalisation.*--config.data.normalization=symmetric'),
+    # Left out, a field is its default (1): the run's weights would not
+    # load into a model of two blocks a stage.
+    ('model.blocks_per_stage', 2, r'is a run of another resnet_small: '
+     r'blocks_per_stage=1 there, 2 here; set those as in its config\.json'),
 ])
 def test_init_from_a_run_of_another_model_or_input_is_a_user_error(
     ferplus_files, teacher_dir, tmp_path, setting, value, message):
@@ -310,11 +314,19 @@ def test_init_from_a_run_of_another_model_or_input_is_a_user_error(
   if setting == 'model.name':  # With that model's own default settings.
     config.model = ml_collections.ConfigDict({'name': value, 'dropout': 0.0})
   else:
-    config.data.normalization = value
+    config.update_from_flattened_dict({setting: value})
   config.model.init_from = teacher_dir
   with pytest.raises(UserError, match=message):
     loop.train(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / rundir.CONFIG)
+
+
+def test_init_from_a_run_may_change_its_regularisation(ferplus_files,
+                                                      teacher_dir):
+  config = _tiny_config(ferplus_files)
+  config.model.init_from = teacher_dir
+  config.model.dropout = 0.5  # The teacher's is 0.
+  warm_start.check(config)
 
 
 def test_init_from_a_missing_run_is_a_user_error(ferplus_files, tmp_path):

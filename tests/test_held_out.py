@@ -183,7 +183,9 @@ def test_an_older_run_whose_data_is_gone_or_changed_is_refused(synthetic_fer,
 def test_training_refuses_such_a_teacher_or_init_from(make_synthetic_fer,
                                                       tmp_path, monkeypatch):
   folder = make_synthetic_fer((6, 2, 2)).write_folder(prefixes=False)
-  source = _source_run(tmp_path / 'source', _config(folder, split_seed=1))
+  source_config = tiny_config(folder)  # init_from wants the same model.
+  source_config.data.split_seed = 1
+  source = _source_run(tmp_path / 'source', source_config)
   # init_from's own check wants a trained run; the refusal comes before
   # its weights are read.
   monkeypatch.setattr(rundir.RunDir, 'has_checkpoint', lambda *_: True)

@@ -8,11 +8,16 @@ where the classifier starts afresh) or to continue one under a new
 schedule. Either way every parameter and BatchNorm statistic with the same
 name and shape is loaded and the rest keeps its initialisation, but for a
 run of other classes (names or order) the classifier is never loaded, even
-where the class counts match; the optimizer always starts afresh. The run
+where the class counts match; the optimizer always starts afresh. A run
+directory must be of the same model with the same settings, but for those
+that shape no weight (dropout, stochastic depth), so that all its weights
+load: a model of other widths or depth would start mostly afresh. The run
 records what it started from in its workdir's init_from.json (`record`).
 """
 
+import dataclasses
 import hashlib
+import json
 import logging
 import os
 
@@ -45,6 +50,15 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.model.init_from={path!r} is a run of '
                     f'{trained.model.name}, but config.model.name is '
                     f'{config.model.name!r}.')
+  differing = _shaping_settings_differ(trained.model, config.model)
+  if differing:
+    raise UserError(
+        f'config.model.init_from={path!r} is a run of another '
+        f'{config.model.name}: '
+        + ', '.join(f'{key}={theirs} there, {ours} here'
+                    for key, (theirs, ours) in differing.items())
+        + '; set those as in its config.json (e.g. train with the config '
+        'file it was trained with), so that all its weights load.')
   if trained.data.normalization != config.data.normalization:
     raise UserError(f'config.model.init_from={path!r} was trained with '
                     f'{trained.data.normalization!r} input normalisation, but '
@@ -56,6 +70,28 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.model.init_from={path!r} is a run directory '
                     'without a best checkpoint: train it for at least one '
                     'epoch first.')
+
+
+# Model fields that shape no variable: a run may change them from its
+# init_from run's.
+_NOT_SHAPING = ('num_classes', 'parent', 'name', 'dtype', 'dropout',
+                'drop_path_rate')
+
+
+def _shaping_settings_differ(
+    trained: ml_collections.ConfigDict,
+    this_run: ml_collections.ConfigDict) -> dict[str, tuple[str, str]]:
+  """The model fields, other than `_NOT_SHAPING`, that differ between two
+  config.model sections of the same model, a field left out counting as its
+  default: {field: (trained's, this run's)}, as JSON."""
+  def fields(settings):
+    module = models.create(**{**settings.to_dict(), 'num_classes': 1})
+    return {field.name: json.dumps(getattr(module, field.name))
+            for field in dataclasses.fields(module)
+            if field.name not in _NOT_SHAPING}
+  theirs, ours = fields(trained), fields(this_run)
+  return {key: (theirs[key], ours[key]) for key in theirs
+          if theirs[key] != ours[key]}
 
 
 def load(config: ml_collections.ConfigDict, params, batch_stats,
