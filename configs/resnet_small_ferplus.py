@@ -13,8 +13,10 @@ run's init_from.json records its sha256), with a new 8-class classifier;
 cross-entropy to the vote distribution (the best of the four modes in
 experiments/ferplus_modes_sweep.py), Adam 1e-3 with one warm-up epoch for
 the fresh moments, then a cosine over 10 epochs, EMA of the weights; no
-early stopping, as the cosine's end is where it peaks. configs/
-resnet_small.py's model and augmentation. 50 to 80 minutes on a 2-core CPU.
+early stopping, as the cosine's end is where it peaks. The shipped
+model's architecture, configs/resnet_small_v2.py (the FER+ figures in
+RESULTS.md before 2026-12-05 were of configs/resnet_small.py's, shipped
+then), and augmentation. 50 to 80 minutes on a 2-core CPU.
 """
 
 import os
@@ -26,7 +28,7 @@ _CONFIGS = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config():
-  config = sweeps.load_config(os.path.join(_CONFIGS, 'resnet_small.py'))
+  config = sweeps.load_config(os.path.join(_CONFIGS, 'resnet_small_v2.py'))
   config.data.label_mode = 'crossentropy'
   config.model.init_from = PRETRAINED_DIR
   config.train.update(

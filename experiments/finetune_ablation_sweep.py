@@ -21,7 +21,9 @@ together. The model shipped since trained its last stage on seed 1, so
 from it the roles swap (the run that replays warns). Erasing, mixup and
 cutmix change the replayed images as well as the training.
 
-Base: the shipped model (its sha256 in each run's init_from.json), Adam
+Base: the shipped model (its sha256 in each run's init_from.json; since
+2026-12-05 resnet_small_v2, so configs/resnet_small_v2.py: the figures in
+RESULTS.md are of resnet_small, shipped then), Adam
 3e-4 on a cosine over the 2 epochs without warm-up, no EMA, no early
 stopping, checkpoints selected on PublicTest accuracy as in the long
 sweep. The optimizer and schedule additions (`adamw`, `plateau`) and `all`
@@ -41,7 +43,7 @@ TECHNIQUES = ('label_smoothing', 'erasing', 'mixup', 'cutmix', 'ema')
 
 def get_config():
   config = sweeps.load_config(os.path.join(_HERE, os.pardir, 'configs',
-                                           'resnet_small.py'))
+                                           'resnet_small_v2.py'))
   config.model.init_from = PRETRAINED_DIR
   config.train.update(
       epochs=2, optimizer='adam', learning_rate=3e-4, schedule='cosine',

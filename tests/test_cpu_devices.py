@@ -93,7 +93,7 @@ def test_config_checks_leave_the_count_open():
   report = _in_fresh_process(
       'from fer_jax import sweeps\n'
       'from fer_jax.train import config_check\n'
-      'config = sweeps.load_config("configs/resnet_small.py")\n'
+      'config = sweeps.load_config("configs/resnet_small_v2.py")\n'
       'config.model.init_from = "fer_jax/pretrained"\n'
       'config_check.check(config)\n'
       'cpu_devices.split(3, 48)\n'
