@@ -329,6 +329,21 @@ def test_init_from_a_run_may_change_its_regularisation(ferplus_files,
   warm_start.check(config)
 
 
+def test_init_from_a_run_of_a_setting_unknown_here_is_a_user_error(
+    ferplus_files, teacher_dir, tmp_path):
+  # Say a run of a later fer_jax, whose resnet_small has one more field.
+  source = rundir.RunDir(str(tmp_path / 'later'))
+  trained = rundir.RunDir(teacher_dir, create=False).read_config()
+  trained['model']['width_multiplier'] = 2
+  source.write_json(rundir.CONFIG, trained)
+  config = _tiny_config(ferplus_files)
+  config.model.init_from = source.path
+  with pytest.raises(UserError, match=r'init_from=.*later.: its config\.json '
+                     r'and this run\'s disagree on the model\'s settings: '
+                     r'config\.model\.width_multiplier is not a setting'):
+    warm_start.check(config)
+
+
 def test_init_from_a_missing_run_is_a_user_error(ferplus_files, tmp_path):
   config = _tiny_config(ferplus_files)
   config.model.init_from = str(tmp_path / 'no_such_run')

@@ -50,7 +50,12 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'config.model.init_from={path!r} is a run of '
                     f'{trained.model.name}, but config.model.name is '
                     f'{config.model.name!r}.')
-  differing = _shaping_settings_differ(trained.model, config.model)
+  try:
+    differing = _shaping_settings_differ(trained.model, config.model)
+  except UserError as error:  # Raised by models.create on either config.
+    raise UserError(f'config.model.init_from={path!r}: its config.json and '
+                    f'this run\'s disagree on the model\'s settings: {error}'
+                    ) from None
   if differing:
     raise UserError(
         f'config.model.init_from={path!r} is a run of another '
