@@ -35,6 +35,17 @@ def _source_run(path, config, faces_recorded=True):
   return str(path)
 
 
+def _two_test_faces_in_training(records):
+  """`records` with two PrivateTest faces moved to Training, and their
+  rows."""
+  moved_rows = [i for i, r in enumerate(records)
+                if r.usage == 'PrivateTest'][:2]
+  moved = list(records)
+  for i in moved_rows:
+    moved[i] = dataclasses.replace(records[i], usage='Training')
+  return moved, moved_rows
+
+
 def _check(workdir, data_config, data=None):
   data = dataset.load(data_config) if data is None else data
   held_out.check({'train.distill_from': (workdir,)}, data_config, data,
@@ -54,13 +65,8 @@ def test_an_older_run_of_the_same_held_out_splits_is_not_read_again(
 @pytest.mark.parametrize('faces_recorded', [True, False])
 def test_a_run_that_trained_on_test_faces_is_refused(synthetic_fer, tmp_path,
                                                      faces_recorded):
-  records = synthetic_fer.records
   this_run = _config(synthetic_fer.write_csv())
-  # The source's file has two of this run's test faces in its training rows.
-  test_rows = [i for i, r in enumerate(records) if r.usage == 'PrivateTest']
-  moved = list(records)
-  for i in test_rows[:2]:
-    moved[i] = dataclasses.replace(records[i], usage='Training')
+  moved, _ = _two_test_faces_in_training(synthetic_fer.records)
   other_file = SyntheticFer(tmp_path, moved).write_csv('other.csv')
   source = _source_run(tmp_path / 'source', _config(other_file),
                        faces_recorded)
@@ -76,14 +82,11 @@ def test_faces_learned_two_runs_up_a_chain_are_refused(synthetic_fer,
   passes A's on in its train_faces.npy, as loop writes it."""
   records = synthetic_fer.records
   this_run = _config(synthetic_fer.write_csv())
-  test_rows = [i for i, r in enumerate(records) if r.usage == 'PrivateTest']
-  moved = list(records)
-  for i in test_rows[:2]:
-    moved[i] = dataclasses.replace(records[i], usage='Training')
+  moved, moved_rows = _two_test_faces_in_training(records)
   a_data = _config(SyntheticFer(tmp_path, moved).write_csv('a.csv'))
   a = _source_run(tmp_path / 'a', a_data)
   b_data = _config(SyntheticFer(tmp_path, [
-      r for i, r in enumerate(records) if i not in test_rows[:2]]
+      r for i, r in enumerate(records) if i not in moved_rows]
   ).write_csv('b.csv'))
   b = _source_run(tmp_path / 'b', b_data)
   b_run = rundir.RunDir(b, create=False)

@@ -33,6 +33,15 @@ MODELS: dict[str, type[nn.Module]] = {
 COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+# Module fields that are not config.model settings.
+_NOT_SETTINGS = frozenset({'num_classes', 'parent', 'name', 'dtype'})
+
+
+def setting_names(cls: type[nn.Module]) -> set[str]:
+  """The fields of model class `cls` that config.model sets."""
+  return {f.name for f in dataclasses.fields(cls)} - _NOT_SETTINGS
+
+
 def create(name: str, num_classes: int, *, compute_dtype: str = 'float32',
            **kwargs) -> nn.Module:
   """Builds model `name`; `kwargs` are its fields (config.model minus name).
@@ -49,8 +58,7 @@ def create(name: str, num_classes: int, *, compute_dtype: str = 'float32',
     raise UserError(f'config.train.compute_dtype={compute_dtype!r} must be '
                     f'one of {tuple(COMPUTE_DTYPES)}.')
   cls = MODELS[name]
-  all_fields = {f.name for f in dataclasses.fields(cls)}
-  fields = all_fields - {'num_classes', 'parent', 'name', 'dtype'}
+  fields = setting_names(cls)
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise UserError(f'config.model.{unknown[0]} is not a setting of '
@@ -58,7 +66,7 @@ def create(name: str, num_classes: int, *, compute_dtype: str = 'float32',
                     + ('; set the compute dtype with config.train.compute_dtype'
                        if unknown[0] == 'dtype' else '') + '.')
   if compute_dtype != 'float32':
-    if 'dtype' not in all_fields:
+    if 'dtype' not in {f.name for f in dataclasses.fields(cls)}:
       raise UserError(f'config.train.compute_dtype={compute_dtype!r}: model '
                       f'{name} has no dtype field and only computes in '
                       "float32; use compute_dtype='float32'.")

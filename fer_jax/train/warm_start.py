@@ -15,7 +15,6 @@ load: a model of other widths or depth would start mostly afresh. The run
 records what it started from in its workdir's init_from.json (`record`).
 """
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -77,23 +76,22 @@ def check(config: ml_collections.ConfigDict) -> None:
                     'epoch first.')
 
 
-# Model fields that shape no variable: a run may change them from its
+# Model settings that shape no variable: a run may change them from its
 # init_from run's.
-_NOT_SHAPING = ('num_classes', 'parent', 'name', 'dtype', 'dropout',
-                'drop_path_rate')
+_NOT_SHAPING = frozenset({'dropout', 'drop_path_rate'})
 
 
 def _shaping_settings_differ(
     trained: ml_collections.ConfigDict,
     this_run: ml_collections.ConfigDict) -> dict[str, tuple[str, str]]:
-  """The model fields, other than `_NOT_SHAPING`, that differ between two
-  config.model sections of the same model, a field left out counting as its
-  default: {field: (trained's, this run's)}, as JSON."""
+  """The model settings, other than `_NOT_SHAPING`, that differ between two
+  config.model sections of the same model, a setting left out counting as
+  its default: {setting: (trained's, this run's)}, as JSON, by name."""
   def fields(settings):
     module = models.create(**{**settings.to_dict(), 'num_classes': 1})
-    return {field.name: json.dumps(getattr(module, field.name))
-            for field in dataclasses.fields(module)
-            if field.name not in _NOT_SHAPING}
+    return {name: json.dumps(getattr(module, name))
+            for name in sorted(models.setting_names(type(module))
+                               - _NOT_SHAPING)}
   theirs, ours = fields(trained), fields(this_run)
   return {key: (theirs[key], ours[key]) for key in theirs
           if theirs[key] != ours[key]}
