@@ -17,9 +17,10 @@ same faces, so their batches were the ones it saw in the first epochs of
 each stage, in the same order with the same augmentation (README, Starting
 from a trained run), and `seed=1` repeated the base on a new stream: the
 difference that the others are read against, seed noise and the replay
-together. The model shipped since trained its last stage on seed 1, so
-from it the roles swap (the run that replays warns). Erasing, mixup and
-cutmix change the replayed images as well as the training.
+together. Erasing, mixup and cutmix change the replayed images as well
+as the training. The model shipped since 2026-12-05 trained its last stage
+on seed 2, so from it neither run replays (a run that does warns): the
+base and `seed=1` differ by seed noise alone.
 
 Base: the shipped model (its sha256 in each run's init_from.json; since
 2026-12-05 resnet_small_v2, so configs/resnet_small_v2.py: the figures in
