@@ -18,8 +18,9 @@ layers. The recipe is configs/resnet_small.py's. The model in
 fer_jax/pretrained is this one, 8 epochs of cosine then three 12-epoch warm
 restarts, the last with `data.augment.erasing=0.5` (experiments/RESULTS.md,
 "The shipped model: resnet_small_v2"; 68.49% PrivateTest, 70.13% with ten
-crops); issue 6's long recipe trains it as
-experiments/accuracy_ablation_sweep.py's `resnet_small_v2` run.
+crops; seed 4 of the last restart: 68.07%, 70.24%); issue 6's long recipe
+trains it as experiments/accuracy_ablation_sweep.py's `resnet_small_v2`
+run.
 """
 
 import os
