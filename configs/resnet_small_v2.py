@@ -15,12 +15,13 @@ classifier (679 parameters). The nets near 73% on FER2013 are deeper
 (vgg_fer, 73.28% in its paper: 8 convolutions and 3 dense layers, 40M
 parameters), and under 500k parameters depth has to come from narrower
 layers. The recipe is configs/resnet_small.py's. The model in
-fer_jax/pretrained is this one, 8 epochs of cosine then three 12-epoch warm
-restarts, the last with `data.augment.erasing=0.5` (experiments/RESULTS.md,
-"The shipped model: resnet_small_v2"; 68.49% PrivateTest, 70.13% with ten
-crops; seed 4 of the last restart: 68.07%, 70.24%); issue 6's long recipe
-trains it as experiments/accuracy_ablation_sweep.py's `resnet_small_v2`
-run.
+fer_jax/pretrained is this one, 8 epochs of cosine then four 12-epoch warm
+restarts, the last two with `data.augment.erasing=0.5`
+(experiments/RESULTS.md, "The shipped model: resnet_small_v2"; 68.65%
+PrivateTest, 70.60% with ten crops; the third restart on seeds 3 and 4:
+68.49% and 68.07%, 70.13% and 70.24% with ten crops); issue 6's long
+recipe trains it as experiments/accuracy_ablation_sweep.py's
+`resnet_small_v2` run.
 """
 
 import os
