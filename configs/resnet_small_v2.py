@@ -18,8 +18,9 @@ layers. The recipe is configs/resnet_small.py's. The model in
 fer_jax/pretrained is this one, 8 epochs of cosine then four 12-epoch warm
 restarts, the last two with `data.augment.erasing=0.5`
 (experiments/RESULTS.md, "The shipped model: resnet_small_v2"; 68.65%
-PrivateTest, 70.60% with ten crops; the third restart on seeds 3 and 4:
-68.49% and 68.07%, 70.13% and 70.24% with ten crops); issue 6's long
+PrivateTest, 70.60% with ten crops; its last restart on seed 5: 69.35%,
+70.49% with ten crops; the third restart on seeds 3 and 4: 68.49% and
+68.07%, 70.13% and 70.24% with ten crops); issue 6's long
 recipe trains it as experiments/accuracy_ablation_sweep.py's
 `resnet_small_v2` run.
 """
