@@ -17,9 +17,9 @@ early stopping, as the cosine's end is where it peaks. The shipped
 model's architecture, configs/resnet_small_v2.py (the FER+ figures in
 RESULTS.md before 2026-12-05 were of configs/resnet_small.py's, shipped
 then), and augmentation. From the model shipped at 65b3c1d: PublicTest
-87.12%, PrivateTest 86.77% (seed 0); from the one shipped at 6ed5853:
-86.96% / 86.20% (seed 0), 87.06% / 86.24% (seed 1). 46 to 80 minutes on a
-2-core CPU.
+87.12%, PrivateTest 86.77% (seed 0), 87.15% / 86.55% (seed 1); from the
+one shipped at 6ed5853: 86.96% / 86.20% (seed 0), 87.06% / 86.24% (seed
+1). 46 to 80 minutes on a 2-core CPU.
 """
 
 import os
