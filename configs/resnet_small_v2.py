@@ -16,7 +16,8 @@ classifier (679 parameters). The nets near 73% on FER2013 are deeper
 parameters), and under 500k parameters depth has to come from narrower
 layers. The recipe is configs/resnet_small.py's. The model in
 fer_jax/pretrained is this one, 8 epochs of cosine then four 12-epoch warm
-restarts, the last two with `data.augment.erasing=0.5`
+restarts, the last two with `data.augment.erasing=0.5`, which
+experiments/shipped_model_sweep.py trains in one command
 (experiments/RESULTS.md, "The shipped model: resnet_small_v2"; 68.65%
 PrivateTest, 70.60% with ten crops; its last restart on seed 5: 69.35%,
 70.49% with ten crops; the third restart on seeds 3 and 4: 68.49% and

@@ -47,7 +47,8 @@ def main(argv):
   with cli.exits_on_user_errors():
     sweep = sweeps.Sweep.load(config_flags.get_config_filename(config_flag),
                               flags.FLAGS.config,
-                              config_flags.get_override_values(config_flag))
+                              config_flags.get_override_values(config_flag),
+                              flags.FLAGS.workdir)
     runs = sweep.selected(flags.FLAGS.run)
     if flags.FLAGS.dry_run:
       print('\n'.join(run.name for run in runs))

@@ -13,6 +13,11 @@ same config is finished and skipped, any other resumes from its checkpoints
 (fer_jax.train.loop). The sweep then writes the tables of its finished runs
 (fer_jax.evaluate.tables) to `<workdir>/summary.md` and `.csv`.
 
+A run may start from (or distil from) a run added before it in the same
+sweep: `add(name='restart', **{'model.init_from': Earlier('first')})`. It
+then trains after that one, and not at all if that one fails; a recipe of
+several stages is one sweep, and one command.
+
 It sits above train/ and evaluate/ (as main.py does), as it uses both.
 """
 
@@ -44,11 +49,26 @@ LOG = 'train.log'  # A subprocess run's output, in its run directory.
 MEMORY_FRACTION = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 
 
+# The settings whose value is a run directory: those an Earlier may give.
+RUN_KEYS = ('model.init_from', 'train.distill_from')
+
+
+@dataclasses.dataclass(frozen=True)
+class Earlier:
+  """An override value: the run directory of the sweep's run `name`, which
+  must be added before the run that names it (RUN_KEYS only)."""
+  name: str
+
+  def __str__(self) -> str:  # In the names of unnamed runs.
+    return self.name
+
+
 @dataclasses.dataclass(frozen=True)
 class Run:
   name: str
-  overrides: dict[str, Any]  # Config path -> value.
+  overrides: dict[str, Any]  # Config path -> value, Earlier runs as paths.
   config: ml_collections.ConfigDict  # Resolved and checked.
+  after: tuple[str, ...] = ()  # The Earlier runs it starts from.
 
 
 def _value_text(value: Any) -> str:
@@ -107,6 +127,24 @@ def resolve(base: ml_collections.ConfigDict,
   return config
 
 
+def _with_run_paths(overrides: dict[str, Any], earlier: Sequence[str],
+                    workdir: str) -> tuple[dict[str, Any], dict[str, str]]:
+  """(`overrides` with each Earlier replaced by its run directory under
+  `workdir`, {config path: the Earlier run's name}); `earlier` holds the
+  names of the runs added before."""
+  named = {key: value.name for key, value in overrides.items()
+           if isinstance(value, Earlier)}
+  for key, name in named.items():
+    if key not in RUN_KEYS:
+      raise UserError(f'config.{key}=Earlier({name!r}): only '
+                      f'{" and ".join(RUN_KEYS)} name runs.')
+    if name not in earlier:
+      raise UserError(f'config.{key}=Earlier({name!r}) names no run added '
+                      f'before this one; add {name!r} first.')
+  return ({**overrides, **{key: os.path.join(workdir, name)
+                           for key, name in named.items()}}, named)
+
+
 def load_module(path: str):
   """The Python file `path` as a module, e.g. a sweep file's siblings."""
   spec = importlib.util.spec_from_file_location(
@@ -144,8 +182,9 @@ class Sweep:
 
   @classmethod
   def load(cls, config_file: str, base: ml_collections.ConfigDict,
-           global_overrides: dict[str, Any]) -> 'Sweep':
-    """Expands and checks every run of `config_file`.
+           global_overrides: dict[str, Any], workdir: str) -> 'Sweep':
+    """Expands and checks every run of `config_file`, to be trained under
+    `workdir`.
 
     `base` is its get_config() with `global_overrides` already applied (as
     ml_collections' config flag gives it).
@@ -157,11 +196,16 @@ class Sweep:
         raise UserError(f'--config.{clash[0]} is given on the command line '
                         f'and varied by the sweep (run {name}); drop it.')
       try:
+        overrides, named = _with_run_paths(
+            overrides, [run.name for run in runs], workdir)
         config = resolve(base, overrides)
-        config_check.check(config)
+        # Earlier runs may not be trained yet: their directories are
+        # checked when this run starts (loop.train checks again).
+        config_check.check(resolve(config, dict.fromkeys(named, '')))
       except UserError as e:
         raise UserError(f'Sweep run {name}: {e}') from None
-      runs.append(Run(name, overrides, config))
+      runs.append(Run(name, overrides, config,
+                      tuple(dict.fromkeys(named.values()))))
     return cls(config_file, dict(global_overrides), runs)
 
   def selected(self, names: Sequence[str]) -> list[Run]:
@@ -191,10 +235,22 @@ def is_finished(workdir: str, config: ml_collections.ConfigDict) -> bool:
   return run.read_config() == rundir.as_json(config)
 
 
+def _failed_earlier(run: Run, failures: dict[str, str]) -> str | None:
+  """Why `run` is not started, where an Earlier run of it failed."""
+  failed = [name for name in run.after if name in failures]
+  if failed:
+    return f'not started: it starts from {failed[0]}, which failed'
+  return None
+
+
 def _train_in_process(runs: list[Run], workdir: str) -> dict[str, str]:
   failures = {}
   for index, run in enumerate(runs, 1):
     logging.info('Sweep run %d/%d: %s', index, len(runs), run.name)
+    if blocked := _failed_earlier(run, failures):
+      logging.error('Sweep run %s %s.', run.name, blocked)
+      failures[run.name] = blocked
+      continue
     try:
       trained, data = loop.train(run.config, os.path.join(workdir, run.name))
       report.write_report(trained, data)
@@ -235,16 +291,25 @@ def _train_in_subprocesses(sweep: Sweep, runs: list[Run], workdir: str,
   sharing = runs_per_device if devices != [''] else 1
   for slot in devices * sharing:
     slots.put(slot)
-  workers = slots.qsize()
+  # A run waiting for its Earlier runs holds a thread, not a device.
+  workers = slots.qsize() + sum(1 for run in runs if run.after)
   # Runs sharing a GPU split its memory instead of each preallocating 75%;
   # a fraction set by the caller (several sweeps at once) is kept.
   memory = ({MEMORY_FRACTION: f'{0.9 / sharing:.3f}'}
             if sharing > 1 and MEMORY_FRACTION not in os.environ else {})
   stopping = threading.Event()
+  done = {run.name: threading.Event() for run in runs}
+  failures = {}
 
-  def train(run: Run) -> str | None:
+  def start(run: Run) -> str | None:
+    # An Earlier run comes first in `runs`, so a thread already has it.
+    for name in run.after:
+      if name in done:
+        done[name].wait()
     if stopping.is_set():
       return 'not started: the sweep was interrupted'
+    if blocked := _failed_earlier(run, failures):
+      return blocked
     slot = slots.get()
     try:
       run_dir = os.path.join(workdir, run.name)
@@ -263,6 +328,15 @@ def _train_in_subprocesses(sweep: Sweep, runs: list[Run], workdir: str,
       return f'exit {code}: {_last_error(log_path)}' if code else None
     finally:
       slots.put(slot)
+
+  def train(run: Run) -> str | None:
+    try:
+      outcome = start(run)
+      if outcome:
+        failures[run.name] = outcome
+      return outcome
+    finally:
+      done[run.name].set()
 
   with _terminate_as_interrupt(), \
       concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -308,6 +382,15 @@ def run_sweep(sweep: Sweep, workdir: str, *, names: Sequence[str] = (),
       logging.info('Sweep run %s is finished; skipped.', run.name)
     else:
       pending.append(run)
+  configs = {run.name: run.config for run in sweep.runs}
+  to_train = {run.name for run in pending}
+  for run in pending:
+    untrained = [name for name in run.after if name not in to_train and
+                 not is_finished(os.path.join(workdir, name), configs[name])]
+    if untrained:
+      raise UserError(f'Sweep run {run.name} starts from run '
+                      f'{untrained[0]}, which is not trained: add '
+                      f'--run={untrained[0]} (or train the whole sweep).')
   if parallel and pending:
     failures = _train_in_subprocesses(sweep, pending, workdir,
                                       runs_per_device)

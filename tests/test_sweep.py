@@ -2,6 +2,7 @@
 subprocess runs, and the summary tables."""
 
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 import fakedata
 from fer_jax import rundir, sweeps
 from fer_jax.errors import UserError
+from fer_jax.predict.predictor import PRETRAINED_DIR
 from fer_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,10 +42,10 @@ def _experiment(name):
   return os.path.join(ROOT, 'experiments', f'{name}_sweep.py')
 
 
-def _load(config_file, **global_overrides):
+def _load(config_file, workdir='sweep', **global_overrides):
   """Sweep.load as `python -m fer_jax.sweep` does it, without flags."""
   base = sweeps.resolve(sweeps.load_config(config_file), global_overrides)
-  return sweeps.Sweep.load(config_file, base, global_overrides)
+  return sweeps.Sweep.load(config_file, base, global_overrides, workdir)
 
 
 def test_resnet_small_sweep_is_the_exact_product():
@@ -66,6 +68,7 @@ def test_resnet_small_sweep_is_the_exact_product():
     ('large_model', 2, 'seed=0'),
     ('finetune_ablation', 7, 'base'),
     ('ferplus_modes', 4, 'label_mode=majority'),
+    ('shipped_model', 5, '1_cosine8'),
 ])
 def test_shipped_sweeps_expand_and_pass_the_checks(name, count, first):
   # The FER+ sweep needs the votes file, as its docstring's command gives.
@@ -77,12 +80,41 @@ def test_shipped_sweeps_expand_and_pass_the_checks(name, count, first):
   assert len({run.name for run in sweep.runs}) == count
 
 
+def test_shipped_model_sweep_is_the_shipped_models_recipe():
+  sweep = _load(_experiment('shipped_model'), workdir='runs/shipped',
+                **{'data.path': 'fer2013.tar.gz'})
+  for before, run in zip(sweep.runs, sweep.runs[1:]):
+    assert run.after == (before.name,)
+    assert run.config.model.init_from == os.path.join('runs/shipped',
+                                                      before.name)
+  # Its last run is fer_jax/pretrained's config, but for where it started.
+  last = rundir.as_json(sweep.runs[-1].config)
+  shipped = rundir.RunDir(PRETRAINED_DIR, create=False).read_json(
+      rundir.CONFIG)
+  for config in last, shipped:
+    config['model'].pop('init_from')
+    config['data'].pop('path')
+  assert last == shipped
+
+
 def test_names_are_safe_folder_names():
   assert sweeps.run_name({'model.block_features': (8, 16),
                           'data.classes': 'happy,sad', 'data.path': 'a/b c',
                           'train.nesterov': True}) == (
       'block_features=8-16,classes=happy+sad,path=a_b_c,nesterov=True')
   assert sweeps.run_name({}) == 'base'
+
+
+def _resnet_small_sweep_file(tmp_path, body: str) -> str:
+  """A sweep file over configs/resnet_small.py whose sweep(add) is `body`."""
+  sweep_file = tmp_path / 'bad_sweep.py'
+  sweep_file.write_text(
+      'from fer_jax import sweeps\n'
+      'def get_config():\n'
+      f'  return sweeps.load_config({RESNET_SMALL!r})\n'
+      'def sweep(add):\n'
+      f'  {body}\n')
+  return str(sweep_file)
 
 
 def test_overrides_are_checked_before_any_run(tmp_path):
@@ -92,17 +124,13 @@ def test_overrides_are_checked_before_any_run(tmp_path):
   with pytest.raises(UserError, match=r'Cannot set config.train.learing_rate'):
     sweeps.resolve(_load(_experiment('learning_rate')).runs[0].config,
                    {'train.learing_rate': 0.1})
-  sweep_file = tmp_path / 'bad_sweep.py'
-  sweep_file.write_text(
-      'from fer_jax import sweeps\n'
-      'def get_config():\n'
-      f'  return sweeps.load_config({RESNET_SMALL!r})\n'
-      'def sweep(add):\n'
-      "  add(**{'train.optimizer': 'adagrad', 'train.learning_rate': 1e-4})\n")
+  sweep_file = _resnet_small_sweep_file(
+      tmp_path, "add(**{'train.optimizer': 'adagrad', "
+      "'train.learning_rate': 1e-4})")
   with pytest.raises(UserError, match=r"Sweep run optimizer=adagrad,"
                      r"learning_rate=0.0001: config.train.optimizer="
                      r"'adagrad' is not one of"):
-    _load(str(sweep_file))
+    _load(sweep_file)
 
 
 def _sweep_command(*args):
@@ -141,6 +169,101 @@ def tiny_sweep(tmp_path, monkeypatch):
     return str(sweep_file), data_path
 
   return make
+
+
+CHAIN_SWEEP = '''
+from fer_jax import sweeps
+from test_loop import tiny_config
+
+
+def get_config():
+  return tiny_config('', epochs=1)
+
+
+def sweep(add):
+  add(name='first')
+  add(name='second', **{'model.init_from': sweeps.Earlier('first')})
+  add(name='third', **{'model.init_from': sweeps.Earlier('second'),
+                       'train.distill_from': sweeps.Earlier('first')})
+'''
+
+
+@pytest.fixture
+def chain_sweep(tiny_sweep, tmp_path):
+  """(sweep file of three runs, each from the one before; data path)."""
+  _, data_path = tiny_sweep(())
+  sweep_file = tmp_path / 'chain_sweep.py'
+  sweep_file.write_text(CHAIN_SWEEP)
+  return str(sweep_file), data_path
+
+
+def test_a_run_starts_from_an_earlier_run_of_its_sweep(chain_sweep, tmp_path):
+  sweep_file, data_path = chain_sweep
+  workdir = str(tmp_path / 'sweep')
+  # Loads and checks before any of its runs exists.
+  sweep = _load(sweep_file, workdir, **{'data.path': data_path})
+  assert [run.after for run in sweep.runs] == [
+      (), ('first',), ('second', 'first')]
+  with pytest.raises(UserError, match=r'Sweep run third starts from run '
+                     r'second, which is not trained: add --run=second'):
+    sweeps.run_sweep(sweep, workdir, names=['first', 'third'])
+  sweeps.run_sweep(sweep, workdir)
+  third = rundir.RunDir(os.path.join(workdir, 'third'), create=False)
+  assert third.read_json(rundir.INIT_FROM)['path'] == os.path.abspath(
+      os.path.join(workdir, 'second'))
+  assert third.read_json(rundir.CONFIG)['train']['distill_from'] == (
+      os.path.join(workdir, 'first'))
+  assert [r['run'] for r in _summary(workdir)] == ['first', 'second', 'third']
+
+
+@pytest.mark.parametrize('line, error', [
+    ("add(name='a', **{'model.init_from': sweeps.Earlier('b')})\n"
+     "  add(name='b')",
+     r"Sweep run a: config.model.init_from=Earlier\('b'\) names no run added "
+     r"before this one; add 'b' first."),
+    ("add(name='a')\n  add(name='b', **{'data.path': sweeps.Earlier('a')})",
+     r"Sweep run b: config.data.path=Earlier\('a'\): only model.init_from "
+     r"and train.distill_from name runs."),
+])
+def test_earlier_runs_are_checked(line, error, tmp_path):
+  with pytest.raises(UserError, match=error):
+    _load(_resnet_small_sweep_file(tmp_path, line))
+
+
+def test_parallel_runs_wait_for_earlier_runs_and_skip_after_failures(
+    chain_sweep, tmp_path, monkeypatch):
+  sweep = _load(chain_sweep[0], **{'data.path': chain_sweep[1]})
+  lock = threading.Lock()
+  events = []
+
+  def fake_run(command, **kwargs):
+    name = os.path.basename(command[command.index('-m') + 3].split('=')[1])
+    with lock:
+      events.append(f'start {name}')
+    time.sleep(0.2)
+    with lock:
+      events.append(f'end {name}')
+    return subprocess.CompletedProcess(command, 1 if name == failing else 0)
+
+  monkeypatch.setattr(sweeps, 'device_slots', lambda: ['0', '1', '2'])
+  monkeypatch.setattr(sweeps.subprocess, 'run', fake_run)
+  failing = None
+  runs = [*sweep.runs, dataclasses.replace(sweep.runs[0], name='free')]
+  assert sweeps._train_in_subprocesses(  # pylint: disable=protected-access
+      sweep, runs, str(tmp_path), 1) == {}
+  # 'free' needs no earlier run: it trains beside 'first'.
+  assert events[:2] == ['start first', 'start free'] or events[:2] == [
+      'start free', 'start first']
+  assert events.index('start second') > events.index('end first')
+  assert events.index('start third') > events.index('end second')
+  events.clear()
+  failing = 'second'
+  failures = sweeps._train_in_subprocesses(  # pylint: disable=protected-access
+      sweep, sweep.runs, str(tmp_path), 1)
+  assert list(failures) == ['second', 'third']
+  assert failures['third'] == ('not started: it starts from second, which '
+                               'failed')
+  assert 'start third' not in events
 
 
 def _summary(workdir):
