@@ -20,8 +20,9 @@ restarts, the last two with `data.augment.erasing=0.5`, which
 experiments/shipped_model_sweep.py trains in one command
 (experiments/RESULTS.md, "The shipped model: resnet_small_v2"; 68.65%
 PrivateTest, 70.60% with ten crops; its last restart on seed 5: 69.35%,
-70.49% with ten crops; the third restart on seeds 3 and 4: 68.49% and
-68.07%, 70.13% and 70.24% with ten crops); issue 6's long
+70.49% with ten crops, and a fifth from that on seed 6: 68.96%, 71.08%
+with ten crops, not shipped, flat; the third restart on seeds 3 and 4:
+68.49% and 68.07%, 70.13% and 70.24% with ten crops); issue 6's long
 recipe trains it as experiments/accuracy_ablation_sweep.py's
 `resnet_small_v2` run.
 """
