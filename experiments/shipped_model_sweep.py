@@ -10,7 +10,7 @@ Five runs, each starting from the best checkpoint of the one before
 12 epochs (a warm-up epoch to 1e-3, then cosine) on new seeds, so that
 each sees a new stream of batches, the last two with random erasing. All
 keep an EMA of the weights and select on PublicTest macro-F1 at every
-epoch, without early stopping. 56 epochs: about 4 h 10 min on a 2-core
+epoch, without early stopping. 56 epochs: 4.5 to 5 hours on a 2-core
 CPU (experiments/RESULTS.md, "The shipped model: resnet_small_v2"; the
 commands there, run one by one, trained fer_jax/pretrained: 67.87%
 PublicTest, 68.65% PrivateTest, 70.60% with ten crops). The last run is
