@@ -376,17 +376,17 @@ def run_sweep(sweep: Sweep, workdir: str, *, names: Sequence[str] = (),
   then names them all. In this process any other error stops the sweep;
   as a subprocess, any failure is the run's alone.
   """
+  trained_before = {run.name for run in sweep.runs if is_finished(
+      os.path.join(workdir, run.name), run.config)}
   pending = []
   for run in sweep.selected(names):
-    if is_finished(os.path.join(workdir, run.name), run.config):
+    if run.name in trained_before:
       logging.info('Sweep run %s is finished; skipped.', run.name)
     else:
       pending.append(run)
-  configs = {run.name: run.config for run in sweep.runs}
-  to_train = {run.name for run in pending}
+  available = trained_before | {run.name for run in pending}
   for run in pending:
-    untrained = [name for name in run.after if name not in to_train and
-                 not is_finished(os.path.join(workdir, name), configs[name])]
+    untrained = [name for name in run.after if name not in available]
     if untrained:
       raise UserError(f'Sweep run {run.name} starts from run '
                       f'{untrained[0]}, which is not trained: add '
