@@ -2,8 +2,8 @@
 FER2013 and FER+ back byte for byte, or an error that says why;
 experiments/device_results.py sends back what fits of the runs and the
 sha256 of the checkpoints that do not; experiments/device_session.sh
-parses (tests cannot run it: it needs the device; its header says how to
-try it on the CPU)."""
+parses and gives no sweep a flag it refuses (tests cannot run it: it needs
+the device; its header says how to try it on the CPU)."""
 
 import importlib.util
 import os
@@ -97,6 +97,21 @@ def test_the_session_script_parses():
   result = subprocess.run(['bash', '-n', SESSION], capture_output=True,
                           text=True, timeout=60)
   assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize('sweep, sets_epochs', [
+    ('shipped_model_sweep.py', True), ('accuracy_ablation_sweep.py', False)])
+def test_the_session_leaves_out_the_epochs_of_a_sweep_that_sets_them(
+    sweep, sets_epochs):
+  # fer_jax.sweep refuses --config.train.epochs for a sweep that varies it.
+  with open(SESSION) as f:
+    script = f.read()
+  check = script.split('sets_own_epochs() {', 1)[1].split('\n}\n', 1)[0]
+  result = subprocess.run(
+      ['bash', '-c', f'f() {{{check}\n}}; f "$1"', 'check',
+       os.path.join(ROOT, 'experiments', sweep)],
+      capture_output=True, text=True, timeout=120, cwd=ROOT)
+  assert result.returncode == (0 if sets_epochs else 1), result.stderr
 
 
 def _sweep_run(path, weights: int, step: int) -> rundir.RunDir:
