@@ -402,9 +402,14 @@ def run_sweep(sweep: Sweep, workdir: str, *, names: Sequence[str] = (),
               and is_finished(os.path.join(workdir, run.name), run.config)]
   summary = tables.write(finished, workdir) if finished else ''
   if failures:
-    first, error = next(iter(failures.items()))
+    not_started = [run.name for run in pending if run.name in failures
+                   and _failed_earlier(run, failures)]
+    failed = [name for name in failures if name not in not_started]
+    waiting = (f', and {len(not_started)} that start from them were not '
+               f'started ({", ".join(not_started)})' if not_started else '')
     raise UserError(
-        f'{len(failures)} of the {len(pending)} sweep runs trained failed '
-        f'({", ".join(failures)}); {first}: {error} Fix the cause and rerun '
-        'the same command: finished runs are skipped, the others resume.')
+        f'{len(failed)} of the {len(pending)} sweep runs trained failed '
+        f'({", ".join(failed)}){waiting}; {failed[0]}: {failures[failed[0]]} '
+        'Fix the cause and rerun the same command: finished runs are '
+        'skipped, the others resume.')
   return summary

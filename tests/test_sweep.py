@@ -216,6 +216,25 @@ def test_a_run_starts_from_an_earlier_run_of_its_sweep(chain_sweep, tmp_path):
   assert [r['run'] for r in _summary(workdir)] == ['first', 'second', 'third']
 
 
+def test_runs_after_a_failed_run_are_named_as_not_started(chain_sweep,
+                                                         tmp_path):
+  sweep_file, data_path = chain_sweep
+  with open(sweep_file) as f:
+    text = f.read()
+  with open(sweep_file, 'w') as f:
+    # More than the 84 training faces: 'first' fails as it loads the data.
+    f.write(text.replace("add(name='first')",
+                         "add(name='first', **{'train.batch_size': 128})"))
+  workdir = str(tmp_path / 'sweep')
+  sweep = _load(sweep_file, workdir, **{'data.path': data_path})
+  with pytest.raises(UserError, match=(
+      r'^1 of the 3 sweep runs trained failed \(first\), and 2 that start '
+      r'from them were not started \(second, third\); first: The train '
+      r'split has 84 images, fewer than one batch')):
+    sweeps.run_sweep(sweep, workdir)
+  assert not os.path.exists(os.path.join(workdir, 'second'))
+
+
 @pytest.mark.parametrize('line, error', [
     ("add(name='a', **{'model.init_from': sweeps.Earlier('b')})\n"
      "  add(name='b')",
