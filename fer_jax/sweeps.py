@@ -405,8 +405,10 @@ def run_sweep(sweep: Sweep, workdir: str, *, names: Sequence[str] = (),
     not_started = [run.name for run in pending if run.name in failures
                    and _failed_earlier(run, failures)]
     failed = [name for name in failures if name not in not_started]
-    waiting = (f', and {len(not_started)} that start from them were not '
-               f'started ({", ".join(not_started)})' if not_started else '')
+    waiting = (f', and {len(not_started)} not started as '
+               f'{"it starts" if len(not_started) == 1 else "they start"} '
+               f'from a failed run ({", ".join(not_started)})'
+               if not_started else '')
     raise UserError(
         f'{len(failed)} of the {len(pending)} sweep runs trained failed '
         f'({", ".join(failed)}){waiting}; {failed[0]}: {failures[failed[0]]} '

@@ -228,9 +228,9 @@ def test_runs_after_a_failed_run_are_named_as_not_started(chain_sweep,
   workdir = str(tmp_path / 'sweep')
   sweep = _load(sweep_file, workdir, **{'data.path': data_path})
   with pytest.raises(UserError, match=(
-      r'^1 of the 3 sweep runs trained failed \(first\), and 2 that start '
-      r'from them were not started \(second, third\); first: The train '
-      r'split has 84 images, fewer than one batch')):
+      r'^1 of the 3 sweep runs trained failed \(first\), and 2 not started '
+      r'as they start from a failed run \(second, third\); first: The '
+      r'train split has 84 images, fewer than one batch')):
     sweeps.run_sweep(sweep, workdir)
   assert not os.path.exists(os.path.join(workdir, 'second'))
 
