@@ -78,6 +78,10 @@ flags.DEFINE_integer('cpu_keep_memory', None, 'config.cpu_keep_memory for '
                      'JAX: steps between give-backs of the kept step '
                      'memory, 0: off; default: the config\'s, as training. '
                      'Unused on an accelerator.')
+flags.DEFINE_string('cpu_convolutions', None, 'config.cpu_convolutions '
+                    'for JAX: the library that runs convolutions on the CPU '
+                    "(eigen or xla); default: the config's, as training. "
+                    'Unused on an accelerator.')
 flags.DEFINE_integer('profile_ops', 0, 'With N > 0, also trace N JAX steps '
                      'with jax.profiler and print where the step time goes, '
                      'by kind of XLA op (see experiments/BENCHMARKS.md).')
@@ -123,6 +127,8 @@ def _config(model: str):
   config.cpu_devices = FLAGS.cpu_devices
   if FLAGS.cpu_keep_memory is not None:
     config.cpu_keep_memory = FLAGS.cpu_keep_memory
+  if FLAGS.cpu_convolutions is not None:
+    config.cpu_convolutions = FLAGS.cpu_convolutions
   return config
 
 
@@ -169,7 +175,7 @@ def _bench_jax(model_name: str) -> Result:
   # pylint: disable=import-outside-toplevel
   import jax
 
-  from fer_jax import models
+  from fer_jax import cpu_convolutions, models
   from fer_jax.data import device_augment, pipeline, preprocess, sources
   from fer_jax.train import cpu_devices, cpu_memory, optim, step
   # pylint: enable=import-outside-toplevel
@@ -191,9 +197,12 @@ def _bench_jax(model_name: str) -> Result:
   _print_host_memory('with the backend started and the data loaded')
   state = step.init_state(model, optimizer, spec, jax.random.key(0),
                           sharding=replicated)
+  compiler_options = cpu_convolutions.compiler_options(
+      config.cpu_convolutions)
   train_step = jax.jit(step.make_train_step(
       model, optimizer, spec, np.ones(7, np.float32), 0.0,
-      device_augment.from_config(config.data.augment)), donate_argnums=0)
+      device_augment.from_config(config.data.augment)), donate_argnums=0,
+                       compiler_options=compiler_options)
   rng = jax.random.key(1)
 
   # The step alone, on one batch already on the device.
@@ -258,6 +267,7 @@ def _bench_jax(model_name: str) -> Result:
   return Result('jax', model_name,
                 f'{device.platform}{kind} x{jax.device_count()}, '
                 f'{config.train.compute_dtype}, '
+                f'{"convolutions in eigen, " if compiler_options else ""}'
                 f'augment on {device_augment.where(config.data.augment)}'
                 f'{", step memory kept" if memory_kept else ""}',
                 data, models.count_params(state.params), step_rate, loop_rate,
@@ -266,17 +276,24 @@ def _bench_jax(model_name: str) -> Result:
 
 def _op_kind(hlo: str, name: str) -> str:
   """What the XLA:CPU thunk `name` computes, from the compiled HLO text."""
-  match = re.search(r'%' + re.escape(name) + r' = .*?calls=%([\w.-]+)', hlo)
-  if not match:
+  line = re.search(r'%' + re.escape(name) + r' = .*', hlo)
+  if not line:
     return 'other'
-  body = hlo[hlo.index('%' + match.group(1) + ' '):]
-  body = body[:body.index('\n}')]
+  called = re.search(r'calls=%([\w.-]+)', line.group(0))
+  if called:  # A fusion: what its computation computes.
+    body = hlo[hlo.index('%' + called.group(1) + ' '):]
+    body = body[:body.index('\n}')]
+  else:  # An op of its own, as Eigen's convolutions are.
+    body = line.group(0)
   window = re.search(r'convolution\(.*?window=\{size=(\d+)x', body)
   if window:
     # XLA computes a kernel gradient as a convolution whose window is the
     # whole activation (batch as the feature axis), e.g. size=48x48.
-    return ('conv kernel gradient' if int(window.group(1)) > 7
+    kind = ('conv kernel gradient' if int(window.group(1)) > 7
             else 'conv forward / input gradient')
+    # The trace times only the dispatch of Eigen's convolutions, not the
+    # work (config.cpu_convolutions='eigen'; 'xla' to time them all).
+    return kind if called else f'{kind}, Eigen: not timed'
   for op, kind in (('scatter(', 'max-pool gradient (scatter)'),
                    ('reduce-window(', 'max-pool (reduce-window)'),
                    ('iota(', 'max-pool gradient (iota indices)'),

@@ -154,6 +154,13 @@ def default_config() -> ml_collections.ConfigDict:
   # BENCHMARKS.md, "Step memory on the CPU"). 0: off. Unused on an
   # accelerator.
   config.cpu_keep_memory = 0
+  # Without an accelerator: the library that runs convolutions
+  # (fer_jax/cpu_convolutions.py). 'eigen': resnet_small's train step
+  # 2.2-2.7x faster on a Zen 1 EPYC, where XLA:CPU's default (YNNPACK in
+  # JAX 0.10) is slowest, and as fast on the other CPUs measured
+  # (experiments/BENCHMARKS.md, "Convolutions in Eigen"). 'xla': XLA:CPU's
+  # default. Unused on an accelerator.
+  config.cpu_convolutions = 'eigen'
 
   # Multi-host data parallel (jax.distributed): run the same command once per
   # process, each with its own process_id. num_processes 1: one process,

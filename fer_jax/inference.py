@@ -1,6 +1,7 @@
 """Trained models from run directories, and batched jitted forward passes."""
 
 import dataclasses
+import functools
 import os
 
 import flax.linen as nn
@@ -8,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax import metrics, models, rundir
+from fer_jax import cpu_convolutions, metrics, models, rundir
 from fer_jax.data.preprocess import InputSpec
 from fer_jax.errors import UserError
 
@@ -21,6 +22,8 @@ class TrainedModel:
   input_spec: InputSpec
   class_names: tuple[str, ...]
   loop: dict  # The training loop's state at that checkpoint (epoch, ...).
+  # For its jitted forward passes: the run's config.cpu_convolutions.
+  compiler_options: dict[str, str] | None = None
 
 
 def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
@@ -46,8 +49,10 @@ def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
       models.variable_shapes(
           model, (1, spec.image_size, spec.image_size, spec.channels)))
   restored = run.restore(kind, model=template)
-  return TrainedModel(model, restored['model'], spec, class_names,
-                      restored['loop'])
+  return TrainedModel(
+      model, restored['model'], spec, class_names, restored['loop'],
+      cpu_convolutions.compiler_options(config.get(
+          'cpu_convolutions', cpu_convolutions.BEFORE_THE_SETTING)))
 
 
 def ten_crops(images: jnp.ndarray, crop_fraction: float) -> jnp.ndarray:
@@ -68,8 +73,10 @@ def ten_crops(images: jnp.ndarray, crop_fraction: float) -> jnp.ndarray:
 
 
 def make_logits_fn(model: nn.Module, input_spec: InputSpec,
-                   ten_crop: bool = False, crop_fraction: float = 44 / 48):
-  """`logits_fn(variables, uint8 images) -> logits`, jitted once.
+                   ten_crop: bool = False, crop_fraction: float = 44 / 48,
+                   compiler_options: dict[str, str] | None = None):
+  """`logits_fn(variables, uint8 images) -> logits`, jitted once with
+  `compiler_options` (cpu_convolutions.compiler_options).
 
   With `ten_crop`, the returned "logits" are the log of the class
   probabilities averaged over the ten crops (`ten_crops`), so argmax and
@@ -80,9 +87,9 @@ def make_logits_fn(model: nn.Module, input_spec: InputSpec,
     return model.apply(variables, input_spec(images), train=False)
 
   if not ten_crop:
-    return jax.jit(forward)
+    return jax.jit(forward, compiler_options=compiler_options)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiler_options)
   def ten_crop_logits(variables, images):
     crops = ten_crops(images, crop_fraction)
     log_probabilities = jax.nn.log_softmax(

@@ -80,7 +80,9 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
     return {name: scores(logits[name], data.splits[name].labels,
                          trained.class_names) for name in SPLITS}
 
-  logits_fn = inference.make_logits_fn(trained.model, trained.input_spec)
+  logits_fn = inference.make_logits_fn(
+      trained.model, trained.input_spec,
+      compiler_options=trained.compiler_options)
   logits = logits_of(logits_fn, config.train.eval_batch_size)
   records = run.read_metrics()
   report = {
@@ -100,8 +102,9 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   }
   ten_crop_logits = None
   if ten_crop:
-    ten_crop_fn = inference.make_logits_fn(trained.model, trained.input_spec,
-                                           ten_crop=True)
+    ten_crop_fn = inference.make_logits_fn(
+        trained.model, trained.input_spec, ten_crop=True,
+        compiler_options=trained.compiler_options)
     # Ten crops per image: a tenth of the images keeps the batch's memory.
     ten_crop_logits = logits_of(ten_crop_fn,
                                 max(1, config.train.eval_batch_size // 10))

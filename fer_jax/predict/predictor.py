@@ -156,7 +156,8 @@ class Predictor(FacePredictor):
     super().__init__(trained.class_names, sources.IMAGE_SIZE, **options)
     self._variables = trained.variables
     self._logits_fn = inference.make_logits_fn(
-        trained.model, trained.input_spec, ten_crop)
+        trained.model, trained.input_spec, ten_crop,
+        compiler_options=trained.compiler_options)
 
   @classmethod
   def from_workdir(cls, workdir: str | None = None, checkpoint: str = 'best',

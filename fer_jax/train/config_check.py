@@ -6,7 +6,7 @@ used by sweeps to check every run of a sweep before the first one starts.
 import ml_collections
 import numpy as np
 
-from fer_jax import models
+from fer_jax import cpu_convolutions, models
 from fer_jax.data import dataset, device_augment, preprocess, sources
 from fer_jax.errors import UserError
 from fer_jax.train import (distill, epoch_metrics, mixing, optim, phases,
@@ -68,6 +68,8 @@ def check(config: ml_collections.ConfigDict) -> None:
       or config.train.batch_size < 1):
     raise UserError('config.train.epochs and config.train.batch_size must be '
                     '>= 1.')
+  cpu_convolutions.check(config.get('cpu_convolutions',
+                                    cpu_convolutions.BEFORE_THE_SETTING))
   check_metrics(config.train)
 
 

@@ -20,7 +20,7 @@ import tqdm
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from fer_jax import inference, models, rundir
+from fer_jax import cpu_convolutions, inference, models, rundir
 from fer_jax.data import (dataset, device_augment, pipeline, preprocess,
                           sources)
 from fer_jax.errors import Interrupted, UserError
@@ -29,9 +29,10 @@ from fer_jax.train import (config_check, cpu_devices, cpu_memory, distill,
                            step, warm_start)
 
 
-# The process and device layout and the CPU's memory settings, which may
-# change on resume.
-_LAYOUT_KEYS = ('distributed', 'cpu_devices', 'cpu_keep_memory')
+# The process and device layout and the CPU's settings, which may change on
+# resume.
+_LAYOUT_KEYS = ('distributed', 'cpu_devices', 'cpu_keep_memory',
+                'cpu_convolutions')
 
 
 def _without_layout(config: dict | None) -> dict | None:
@@ -139,6 +140,8 @@ class _Trainer:
                       1 if distributed is None else distributed.num_processes)
     multihost.initialize(distributed)
     config_check.check(config)
+    self.compiler_options = cpu_convolutions.compiler_options(config.get(
+        'cpu_convolutions', cpu_convolutions.BEFORE_THE_SETTING))
     self.main = jax.process_index() == 0
     self.run, previous_config = _open_run(config, workdir)
     self.data = dataset.load(config.data)
@@ -212,7 +215,8 @@ class _Trainer:
       self.groups = models.parameter_groups(
           self.model,
           (1, self.spec.image_size, self.spec.image_size, self.spec.channels))
-    self.logits_fn = inference.make_logits_fn(self.model, self.spec)
+    self.logits_fn = inference.make_logits_fn(
+        self.model, self.spec, compiler_options=self.compiler_options)
     self.metric = config.train.selection_metric
     self.total_epochs = sum(phase.epochs for phase in self.plan)
 
@@ -233,7 +237,7 @@ class _Trainer:
             ema_decay=self.ema_decay,
             label_mode=config.data.get('label_mode', 'majority'),
             teacher=self.teacher),
-        donate_argnums=0)
+        donate_argnums=0, compiler_options=self.compiler_options)
     train_step = functools.partial(
         jitted_step, **({} if self.teacher is None else
                         {'teacher_variables': self.teacher_variables}))
