@@ -156,7 +156,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.cpu_keep_memory = 0
   # Without an accelerator: the library that runs convolutions
   # (fer_jax/cpu_convolutions.py). 'eigen': resnet_small's train step
-  # 2.2-2.7x faster on a Zen 1 EPYC, where XLA:CPU's default (YNNPACK in
+  # 2.2-3.4x faster on a Zen 1 EPYC, where XLA:CPU's default (YNNPACK in
   # JAX 0.10) is slowest, and as fast on the other CPUs measured
   # (experiments/BENCHMARKS.md, "Convolutions in Eigen"). 'xla': XLA:CPU's
   # default. Unused on an accelerator.

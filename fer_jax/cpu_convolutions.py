@@ -4,8 +4,9 @@ JAX 0.10's XLA:CPU gives convolutions to YNNPACK. On a first-generation
 EPYC (Zen 1) its kernel gradients, convolutions with the batch as the
 feature axis and the output gradient as a 48x48 or 24x24 "kernel", run
 4.6-8.7x slower than Eigen's, which XLA:CPU used before: resnet_small's
-train step is 2.2-2.7x faster with Eigen there, level with PyTorch, and no slower on the
-other CPUs measured (experiments/BENCHMARKS.md, "Convolutions in Eigen").
+train step is 2.2-3.4x faster with Eigen there, level with PyTorch, and
+no slower on the other CPUs measured (experiments/BENCHMARKS.md,
+"Convolutions in Eigen").
 
 The choice is a compile option of each jitted function rather than an
 XLA_FLAGS entry: a flag that the installed jaxlib does not know aborts the
@@ -38,6 +39,7 @@ BEFORE_THE_SETTING = 'xla'
 
 
 def check(library: str) -> None:
+  """Fails on a setting that names no library, before anything compiles."""
   if library not in _OPTIONS:
     raise UserError(f'config.cpu_convolutions={library!r} is not one of '
                     f'{LIBRARIES}: use eigen (the default) or xla (XLA:CPU '
