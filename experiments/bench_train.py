@@ -199,10 +199,11 @@ def _bench_jax(model_name: str) -> Result:
                           sharding=replicated)
   compiler_options = cpu_convolutions.compiler_options(
       config.cpu_convolutions)
-  train_step = jax.jit(step.make_train_step(
-      model, optimizer, spec, np.ones(7, np.float32), 0.0,
-      device_augment.from_config(config.data.augment)), donate_argnums=0,
-                       compiler_options=compiler_options)
+  train_step = jax.jit(
+      step.make_train_step(model, optimizer, spec, np.ones(7, np.float32),
+                           0.0, device_augment.from_config(
+                               config.data.augment)),
+      donate_argnums=0, compiler_options=compiler_options)
   rng = jax.random.key(1)
 
   # The step alone, on one batch already on the device.

@@ -23,7 +23,8 @@ def fresh_support_check():
 
 def _kernel_gradient(compiler_options):
   """resnet_small's 64->64 3x3 kernel gradient at 48x48 (a smaller batch),
-  the convolution YNNPACK is slowest at: (compiled HLO text, gradient)."""
+  one that YNNPACK computes 5x slower than Eigen on a Zen 1 EPYC:
+  (compiled HLO text, gradient)."""
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((8, 48, 48, 64), np.float32))
   w = jnp.asarray(rng.standard_normal((3, 3, 64, 64), np.float32))
