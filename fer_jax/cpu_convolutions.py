@@ -19,6 +19,7 @@ import logging
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from fer_jax.errors import UserError
 
@@ -35,7 +36,13 @@ _OPTIONS = {
 LIBRARIES = tuple(_OPTIONS)
 # For a run directory written before the setting existed: what it trained
 # and reported under, so that its report is regenerated the same way.
-BEFORE_THE_SETTING = 'xla'
+_BEFORE_THE_SETTING = 'xla'
+
+
+def setting(config: ml_collections.ConfigDict) -> str:
+  """config.cpu_convolutions, or for the config of a run from before it,
+  the library that run used."""
+  return config.get('cpu_convolutions', _BEFORE_THE_SETTING)
 
 
 def check(library: str) -> None:

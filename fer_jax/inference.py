@@ -51,8 +51,7 @@ def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
   restored = run.restore(kind, model=template)
   return TrainedModel(
       model, restored['model'], spec, class_names, restored['loop'],
-      cpu_convolutions.compiler_options(config.get(
-          'cpu_convolutions', cpu_convolutions.BEFORE_THE_SETTING)))
+      cpu_convolutions.compiler_options(cpu_convolutions.setting(config)))
 
 
 def ten_crops(images: jnp.ndarray, crop_fraction: float) -> jnp.ndarray:

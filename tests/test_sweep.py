@@ -89,7 +89,7 @@ def test_shipped_model_sweep_is_the_shipped_models_recipe():
                                                       before.name)
   # Its last run is fer_jax/pretrained's config, but for where it started
   # and the CPU's convolution library, a setting the shipped run predates
-  # (it trained under XLA's default, cpu_convolutions.BEFORE_THE_SETTING).
+  # (it trained under XLA's default: cpu_convolutions.setting).
   last = rundir.as_json(sweep.runs[-1].config)
   shipped = rundir.RunDir(PRETRAINED_DIR, create=False).read_json(
       rundir.CONFIG)

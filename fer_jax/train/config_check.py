@@ -68,8 +68,7 @@ def check(config: ml_collections.ConfigDict) -> None:
       or config.train.batch_size < 1):
     raise UserError('config.train.epochs and config.train.batch_size must be '
                     '>= 1.')
-  cpu_convolutions.check(config.get('cpu_convolutions',
-                                    cpu_convolutions.BEFORE_THE_SETTING))
+  cpu_convolutions.check(cpu_convolutions.setting(config))
   check_metrics(config.train)
 
 

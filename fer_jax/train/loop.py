@@ -140,8 +140,8 @@ class _Trainer:
                       1 if distributed is None else distributed.num_processes)
     multihost.initialize(distributed)
     config_check.check(config)
-    self.compiler_options = cpu_convolutions.compiler_options(config.get(
-        'cpu_convolutions', cpu_convolutions.BEFORE_THE_SETTING))
+    self.compiler_options = cpu_convolutions.compiler_options(
+        cpu_convolutions.setting(config))
     self.main = jax.process_index() == 0
     self.run, previous_config = _open_run(config, workdir)
     self.data = dataset.load(config.data)
