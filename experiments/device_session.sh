@@ -45,12 +45,13 @@
 # runs); PROFILE (1: before the sweeps, trace 20 steps of resnet_small at
 # batch 1024 in bf16, print where the time goes and the host memory by kind,
 # and send the trace back as profile/*.xplane.pb); MEMORY (1: before the
-# sweeps, resnet_small's host memory by kind four ways, to tell what holds
+# sweeps, resnet_small's host memory by kind five ways, to tell what holds
 # it: compiled in the process, loaded from the compilation cache, compiled
-# without autotuning, without CUDA graphs; and a program of one convolution,
-# the CUDA runtime's floor); SWEEP_FLAGS (more --config.* overrides for every
-# sweep); DATA (a directory with fer2013.csv and fer2013new.csv, instead of
-# unpacking .device/fer.xz); WORK (/tmp/fer_device).
+# without autotuning, without CUDA graphs, with two glibc malloc arenas;
+# and a program of one convolution, the CUDA runtime's floor); SWEEP_FLAGS
+# (more --config.* overrides for every sweep); DATA (a directory with
+# fer2013.csv and fer2013new.csv, instead of unpacking .device/fer.xz);
+# WORK (/tmp/fer_device).
 # Measured (2026-12-04, H200; experiments/BENCHMARKS.md and RESULTS.md, "On
 # the H200" and its second session): set-up 20 s, the benchmarks 220 s,
 # PROFILE 54 s; the default 15 runs got 4 epochs each in 155 s; with
@@ -165,6 +166,11 @@ if [ "$MEMORY" = 1 ]; then
         -u JAX_COMPILATION_CACHE_DIR XLA_FLAGS=--xla_gpu_autotune_level=0
     memory_run "compiled without CUDA graphs (no cache)" \
         -u JAX_COMPILATION_CACHE_DIR XLA_FLAGS=--xla_gpu_enable_command_buffer=
+    # glibc gives each thread that allocates its own arena, up to 8 per core
+    # (128 on a 16-core host), and memory freed in one stays mapped there:
+    # XLA compiles and autotunes on a pool of threads.
+    memory_run "compiled with two glibc malloc arenas (no cache)" \
+        -u JAX_COMPILATION_CACHE_DIR MALLOC_ARENA_MAX=2
     echo "--- the CUDA runtime alone: one convolution's gradient, no model"
     # What any JAX program on this GPU holds (CUDA context, cuDNN, cuBLAS):
     # the floor under the runs above.
