@@ -297,7 +297,7 @@ def _op_kind(hlo: str, name: str) -> str:
     return kind if called else f'{kind}, Eigen: not timed'
   for op, kind in (('scatter(', 'max-pool gradient (scatter)'),
                    ('reduce-window(', 'max-pool (reduce-window)'),
-                   ('iota(', 'max-pool gradient (iota indices)'),
+                   ('iota(', 'iota (argmax indices, random bits)'),
                    ('transpose(', 'transpose (kernel-gradient layout)'),
                    (' dot(', 'dense (dot)')):
     if op in body:
