@@ -46,10 +46,12 @@ def _two_test_faces_in_training(records):
   return moved, moved_rows
 
 
-def _check(workdir, data_config, data=None):
-  data = dataset.load(data_config) if data is None else data
-  held_out.check({'train.distill_from': (workdir,)}, data_config, data,
-                 dataset.identity(data),
+def _check(workdir, data_config, read_data=None):
+  """held_out.check as loop calls it, with `read_data` given or read."""
+  read_data = dataset.read(data_config) if read_data is None else read_data
+  data = dataset.load(data_config, read_data)
+  held_out.check({'train.distill_from': (workdir,)},
+                 read_data.splits['train'], data, dataset.identity(data),
                  dataset.face_digests(data.splits['train'].images))
 
 
@@ -57,9 +59,9 @@ def test_an_older_run_of_the_same_held_out_splits_is_not_read_again(
     synthetic_fer, tmp_path):
   config = _config(synthetic_fer.write_csv())
   source = _source_run(tmp_path / 'source', config, faces_recorded=False)
-  data = dataset.load(config.data)
+  read_data = dataset.read(config.data)
   (tmp_path / 'fer2013.csv').unlink()  # Its data is not needed.
-  _check(source, config.data, data)
+  _check(source, config.data, read_data)
 
 
 @pytest.mark.parametrize('faces_recorded', [True, False])
@@ -94,8 +96,8 @@ def test_faces_learned_two_runs_up_a_chain_are_refused(synthetic_fer,
   _check(b, this_run.data)  # B's own training faces alone pass.
   data = dataset.load(b_data.data)
   passed_on = held_out.check(
-      {'model.init_from': (a,)}, b_data.data, data, dataset.identity(data),
-      own)
+      {'model.init_from': (a,)}, dataset.read(b_data.data).splits['train'],
+      data, dataset.identity(data), own)
   np.testing.assert_array_equal(
       passed_on, np.unique(np.load(rundir.RunDir(a, create=False).file(
           rundir.TRAIN_FACES))))
@@ -192,10 +194,18 @@ def test_training_refuses_such_a_teacher_or_init_from(make_synthetic_fer,
   # init_from's own check wants a trained run; the refusal comes before
   # its weights are read.
   monkeypatch.setattr(rundir.RunDir, 'has_checkpoint', lambda *_: True)
+  # The check compares with the whole training split: it is not read again
+  # (the real CSV takes seconds to read).
+  reads = []
+  read = dataset.read
+  monkeypatch.setattr(dataset, 'read', lambda config: reads.append(
+      config.path) or read(config))
   for key, value in (('train.distill_from', source),
                      ('model.init_from', source)):
     config = tiny_config(folder, epochs=1)
     config.update_from_flattened_dict({key: value})
+    reads.clear()
     with pytest.raises(UserError, match=rf'config\.{key}: .*source trained '
                        'on'):
       loop.train(config, str(tmp_path / key))
+    assert reads == [folder]

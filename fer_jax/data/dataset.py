@@ -103,10 +103,14 @@ def apply_class_options(data: sources.FerData,
   return sources.FerData(data.class_names, splits, data.skipped)
 
 
-def load(config: ml_collections.ConfigDict) -> sources.FerData:
-  """Reads `config.path` (config.data) and applies its class options, both
-  drawn by `config.split_seed`."""
-  data = apply_class_options(read(config), config, config.split_seed)
+def load(config: ml_collections.ConfigDict,
+         read_data: sources.FerData | None = None) -> sources.FerData:
+  """Reads `config.path` (config.data), unless `read_data` is what
+  `read(config)` returned, and applies its class options, both drawn by
+  `config.split_seed`."""
+  if read_data is None:
+    read_data = read(config)
+  data = apply_class_options(read_data, config, config.split_seed)
   for name, split in data.splits.items():
     logging.info('%s: %d images, per class %s', name, len(split),
                  dict(zip(data.class_names,

@@ -26,7 +26,6 @@ existed adds only the faces read again from its data, when they were.
 
 import os
 
-import ml_collections
 import numpy as np
 
 from fer_jax import rundir
@@ -37,15 +36,16 @@ HELD_OUT = ('val', 'test')
 
 
 def check(sources_by_key: dict[str, tuple[str, ...]],
-          data_config: ml_collections.ConfigDict, data: sources.FerData,
+          whole_training: sources.Split, data: sources.FerData,
           identity: dict, training_faces: np.ndarray) -> np.ndarray:
   """Fails when a run in `sources_by_key` (config key -> its run
   directories) trained on faces of `data`'s val or test splits (module
-  docstring); `data` is `dataset.load(data_config)`, `identity` its
-  `dataset.identity` and `training_faces` its training split's
+  docstring); `data` is this run's `dataset.load`, `whole_training` its
+  training split before the class options (`dataset.read`'s), `identity`
+  `data`'s `dataset.identity` and `training_faces` its training split's
   `dataset.face_digests`. Returns the digests of the faces the runs
   trained on, as far as they are known (module docstring)."""
-  held_out_faces, whole_training = None, None
+  held_out_faces, whole_training_faces = None, None
   inherited = np.zeros(0, training_faces.dtype)
   for key, workdir in ((key, workdir) for key, workdirs
                        in sources_by_key.items() for workdir in workdirs):
@@ -58,13 +58,13 @@ def check(sources_by_key: dict[str, tuple[str, ...]],
       held_out_faces = {name: dataset.face_digests(data.splits[name].images)
                         for name in HELD_OUT}
     # The faces this run trains on first: the split before the class
-    # options is read again only when some are left.
+    # options is digested only when some are left.
     leaked = _held_out_among(trained_on, held_out_faces, training_faces)
     if any(leaked.values()):
-      if whole_training is None:
-        whole_training = dataset.face_digests(
-            dataset.read(data_config).splits['train'].images)
-      leaked = _held_out_among(trained_on, held_out_faces, whole_training)
+      if whole_training_faces is None:
+        whole_training_faces = dataset.face_digests(whole_training.images)
+      leaked = _held_out_among(trained_on, held_out_faces,
+                               whole_training_faces)
     if any(leaked.values()):
       raise UserError(
           f'config.{key}: {workdir} trained on {leaked["val"]} val and '
