@@ -533,6 +533,49 @@ def test_all_bad_image_files_are_counted(synthetic_fer):
   _assert_unordered(data, fer.records, tol=4)
 
 
+def _truncated(path: str) -> str:
+  with open(path, 'r+b') as f:
+    f.truncate(os.path.getsize(path) // 2)
+  return path
+
+
+@pytest.mark.parametrize('form', ['tar.gz', 'csv.gz', 'zip'])
+def test_truncated_download_is_a_user_error(synthetic_fer, form):
+  write = {'tar.gz': synthetic_fer.write_tar,
+           'csv.gz': synthetic_fer.write_csv_gz,
+           'zip': synthetic_fer.write_zip}[form]
+  path = _truncated(write())
+  with pytest.raises(UserError, match='truncated or corrupt download reads '
+                     'so; download it again') as error:
+    sources.load(path)
+  assert path in str(error.value)
+
+
+@pytest.mark.parametrize('name', ['fer2013.tar.gz', 'fer2013.csv'])
+def test_file_that_is_no_archive_or_text_is_a_user_error(tmp_path, name):
+  path = tmp_path / name
+  path.write_bytes(bytes(range(256)) * 4)
+  with pytest.raises(UserError, match=rf'{re.escape(str(path))} cannot be '
+                     r'read \((ReadError|UnicodeDecodeError): '):
+    sources.load(str(path))
+
+
+def test_corrupt_member_of_a_zip_is_a_bad_record(synthetic_fer):
+  path = synthetic_fer.write_zip(ext='.png')
+  with zipfile.ZipFile(path) as archive:
+    first = min(archive.infolist(), key=lambda info: info.header_offset)
+  with open(path, 'r+b') as f:  # Its local header's signature.
+    f.seek(first.header_offset)
+    f.write(b'\0\0\0\0')
+  with pytest.raises(UserError, match=rf'{re.escape(first.filename)}: cannot '
+                     r'be read \(BadZipFile: .*download it again\. .*'
+                     'on_bad_record=skip'):
+    sources.load(path)
+  data = sources.load(path, on_bad_record='skip')
+  assert sum(data.skipped.values()) == 1
+  assert sum(map(len, data.splits.values())) == len(synthetic_fer.records) - 1
+
+
 def test_metadata_files_are_ignored(synthetic_fer):
   fer = synthetic_fer
   path = fer.write_zip(ext='.png', extra={

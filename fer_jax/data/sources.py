@@ -25,6 +25,7 @@ import os
 import tarfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 
 import cv2
@@ -126,9 +127,28 @@ class _BadRecords:
 # ---------------------------------------------------------------- CSV forms.
 
 
+# What reading a truncated or corrupt download raises: tarfile, gzip, zip
+# and zlib for the archives, a decode error for a file that is not text.
+_UNREADABLE = (tarfile.TarError, gzip.BadGzipFile, zipfile.BadZipFile,
+               EOFError, zlib.error, UnicodeDecodeError)
+
+
 @contextlib.contextmanager
 def _open_challenge_csv(path: str) -> Iterator[Iterable[str]]:
-  """Yields the challenge CSV's lines, in any of its wrappers."""
+  """Yields the challenge CSV's lines, in any of its wrappers; a file that
+  cannot be read ends in a UserError, also when its lines are read."""
+  try:
+    with _challenge_csv_lines(path) as lines:
+      yield lines
+  except _UNREADABLE as e:
+    raise UserError(f'{path} cannot be read ({type(e).__name__}: {e}): a '
+                    'truncated or corrupt download reads so; download it '
+                    'again.') from None
+
+
+@contextlib.contextmanager
+def _challenge_csv_lines(path: str) -> Iterator[Iterable[str]]:
+  """`_open_challenge_csv` without its errors."""
   lower = path.lower()
   if lower.endswith(('.tar.gz', '.tgz', '.tar')):
     # Read as a stream, in one pass: listing the members first decompresses
@@ -325,7 +345,16 @@ def _read_image_folder(path: str, bad: _BadRecords
       if not base.lower().endswith(IMAGE_EXTENSIONS):
         bad(where, 'not an image file')
         continue
-      image = _decode_grey(read(name))
+      try:
+        data = read(name)
+      except _UNREADABLE as e:
+        bad(where, f'cannot be read ({type(e).__name__}: {e}); the archive '
+            'may be truncated or corrupt: download it again')
+        continue
+      except OSError as e:
+        bad(where, f'cannot be read ({e.strerror or e})')
+        continue
+      image = _decode_grey(data)
       if image is None:
         bad(where, 'not a readable image (empty, truncated or corrupt)')
         continue
@@ -455,6 +484,10 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
     class_names = FER2013_CLASSES
     split_indices = _folder_split_indices(path, names, labels, split_ratios,
                                           seed)
+  elif path.lower().endswith('.zip'):
+    raise UserError(f'Dataset path {path} is not a readable zip archive: a '
+                    'truncated or corrupt download reads so; download it '
+                    'again. ' + describe_forms())
   else:
     raise UserError(f'Dataset path {path} is not a recognised form. '
                     + describe_forms())
