@@ -360,6 +360,14 @@ def test_ferplus_with_another_row_count_is_a_user_error(ferplus_fer, rows):
   assert str(len(rows)) in counts and str(len(FERPLUS_ROWS)) in counts
 
 
+def test_ferplus_file_that_is_not_text_is_a_user_error(ferplus_fer, tmp_path):
+  votes = tmp_path / 'fer2013new.csv'
+  votes.write_bytes(bytes(range(128, 256)) * 4)
+  with pytest.raises(UserError, match=rf'{re.escape(str(votes))}: not a FER\+ '
+                     'votes file, not UTF-8 text'):
+    sources.load(ferplus_fer.write_csv(), ferplus_path=str(votes))
+
+
 @pytest.mark.parametrize('form', ['dir', 'zip'])
 def test_ferplus_with_an_image_folder_is_a_user_error(ferplus_fer, form):
   fer = ferplus_fer

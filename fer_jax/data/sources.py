@@ -259,6 +259,20 @@ def _read_ferplus_votes(path: str, num_rows: int) -> tuple[np.ndarray,
   """Returns ([N, 10] int votes, [N] split names) from fer2013new.csv."""
   if not os.path.isfile(path):
     raise UserError(f'FER+ votes file {path} does not exist. ' + DOWNLOAD_HINT)
+  try:
+    votes, splits = _parse_ferplus_votes(path)
+  except UnicodeDecodeError as e:
+    raise UserError(f'{path}: not a FER+ votes file, not UTF-8 text ({e}). '
+                    + DOWNLOAD_HINT) from None
+  if len(votes) != num_rows:
+    raise UserError(f'{path} has {len(votes)} rows but the FER2013 CSV has '
+                    f'{num_rows}: FER+ is joined by row position, so both '
+                    'must be complete, unmodified files.')
+  return votes, splits
+
+
+def _parse_ferplus_votes(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """`_read_ferplus_votes` less the row count's check."""
   with open(path, encoding='utf-8') as f:
     reader = csv.reader(f)
     header = next(reader, None)
@@ -276,10 +290,6 @@ def _read_ferplus_votes(path: str, num_rows: int) -> tuple[np.ndarray,
       except (ValueError, KeyError):
         raise UserError(f'{path} row {row_number + 2}: expected Usage, '
                         'image name and 10 integer vote counts.') from None
-  if len(votes) != num_rows:
-    raise UserError(f'{path} has {len(votes)} rows but the FER2013 CSV has '
-                    f'{num_rows}: FER+ is joined by row position, so both '
-                    'must be complete, unmodified files.')
   return np.asarray(votes, np.int32), np.asarray(splits)
 
 
