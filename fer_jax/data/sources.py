@@ -148,7 +148,7 @@ def _open_challenge_csv(path: str) -> Iterator[Iterable[str]]:
 
 @contextlib.contextmanager
 def _challenge_csv_lines(path: str) -> Iterator[Iterable[str]]:
-  """`_open_challenge_csv` without its errors."""
+  """What `_open_challenge_csv` yields, its read errors left raw."""
   lower = path.lower()
   if lower.endswith(('.tar.gz', '.tgz', '.tar')):
     # Read as a stream, in one pass: listing the members first decompresses
