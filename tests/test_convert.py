@@ -88,6 +88,17 @@ def test_missing_weights_file_says_how_to_get_it(tmp_path):
     convert.read_torch_state_dict(str(tmp_path / 'x.pth'), 'shufflenet_v2')
 
 
+def test_a_file_that_is_no_state_dict_is_one_line(tmp_path):
+  pytest.importorskip('torch')
+  path = tmp_path / 'resnet18.pth'
+  path.write_bytes(bytes(range(256)) * 8)
+  with pytest.raises(UserError, match=r'resnet18\.pth is not a torch state '
+                     r'dict that torch.load reads with weights_only=True '
+                     r'\(\w+\); .*resnet18\(weights=') as error:
+    convert.read_torch_state_dict(str(path), 'resnet18')
+  assert '\n' not in str(error.value)
+
+
 @pytest.mark.parametrize('arch, src, how_to_obtain', [
     ('resnet18', 'nope.pth', 'IMAGENET1K_V1'),
     ('vgg16', 'nope.h5', "VGG16(weights='imagenet')")])

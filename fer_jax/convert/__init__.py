@@ -82,7 +82,10 @@ def read_torch_state_dict(path: str, arch: str) -> dict[str, np.ndarray]:
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise UserError(f'{path} is not a torch state dict ({e}); '
+    # Not torch's text: it runs over several lines, and for a file that is
+    # no safe pickle it suggests weights_only=False, which runs its code.
+    raise UserError(f'{path} is not a torch state dict that torch.load '
+                    f'reads with weights_only=True ({type(e).__name__}); '
                     f'{how_to_obtain(arch)}.') from None
   for key in ('state_dict', 'model'):
     if isinstance(state, dict) and isinstance(state.get(key), dict):
