@@ -131,6 +131,7 @@ class _BadRecords:
 # and zlib for the archives, a decode error for a file that is not text.
 _UNREADABLE = (tarfile.TarError, gzip.BadGzipFile, zipfile.BadZipFile,
                EOFError, zlib.error, UnicodeDecodeError)
+_DOWNLOAD_AGAIN = 'a truncated or corrupt download reads so; download it again'
 
 
 @contextlib.contextmanager
@@ -141,9 +142,8 @@ def _open_challenge_csv(path: str) -> Iterator[Iterable[str]]:
     with _challenge_csv_lines(path) as lines:
       yield lines
   except _UNREADABLE as e:
-    raise UserError(f'{path} cannot be read ({type(e).__name__}: {e}): a '
-                    'truncated or corrupt download reads so; download it '
-                    'again.') from None
+    raise UserError(f'{path} cannot be read ({type(e).__name__}: {e}): '
+                    f'{_DOWNLOAD_AGAIN}.') from None
 
 
 @contextlib.contextmanager
@@ -358,8 +358,8 @@ def _read_image_folder(path: str, bad: _BadRecords
       try:
         data = read(name)
       except _UNREADABLE as e:
-        bad(where, f'cannot be read ({type(e).__name__}: {e}); the archive '
-            'may be truncated or corrupt: download it again')
+        bad(where, f'cannot be read ({type(e).__name__}: {e}): '
+            f'{_DOWNLOAD_AGAIN}')
         continue
       except OSError as e:
         bad(where, f'cannot be read ({e.strerror or e})')
@@ -495,9 +495,8 @@ def load(path: str, *, ferplus_path: str = '', label_mode: str = 'majority',
     split_indices = _folder_split_indices(path, names, labels, split_ratios,
                                           seed)
   elif path.lower().endswith('.zip'):
-    raise UserError(f'Dataset path {path} is not a readable zip archive: a '
-                    'truncated or corrupt download reads so; download it '
-                    'again. ' + describe_forms())
+    raise UserError(f'Dataset path {path} is not a readable zip archive: '
+                    f'{_DOWNLOAD_AGAIN}. ' + describe_forms())
   else:
     raise UserError(f'Dataset path {path} is not a recognised form. '
                     + describe_forms())
