@@ -17,6 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fer_jax.models import max_pool
+
 
 class ResidualBlock(nn.Module):
   """conv-BN-ReLU, conv-BN, plus a (projected) skip, then ReLU."""
@@ -63,7 +65,7 @@ class ResNetSmall(nn.Module):
     for features in self.block_features:
       for _ in range(self.blocks_per_stage):
         x = ResidualBlock(features, dtype=self.dtype)(x, train)
-      x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+      x = max_pool.pool_2x2(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     if self.pooling == 'gap':
       x = jnp.mean(x, axis=(1, 2))

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from fer_jax.models import max_pool
+
 from fer_jax.models import heads
 
 # Output channels per conv, 'M' for a max-pool: torchvision's cfgs['D'].
@@ -59,7 +61,7 @@ class VGG16(nn.Module):
     index = 0  # Position in torchvision's `features` Sequential.
     for layer in VGG16_LAYERS:
       if layer == 'M':
-        x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = max_pool.pool_2x2(x)
         index += 1
       else:
         x = nn.relu(conv(layer, name=f'features_{index}')(x))

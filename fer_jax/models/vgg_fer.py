@@ -14,6 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fer_jax.models import max_pool
+
 
 class VGGFer(nn.Module):
   """Returns float32 logits; sows the classifier input as
@@ -34,7 +36,7 @@ class VGGFer(nn.Module):
         x = nn.Conv(features, (3, 3), use_bias=False, dtype=self.dtype)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                  dtype=self.dtype)(x))
-      x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+      x = max_pool.pool_2x2(x)
     x = x.reshape(x.shape[0], -1)
     for units in self.hidden_units:
       x = nn.relu(nn.Dense(units, dtype=self.dtype)(x))
