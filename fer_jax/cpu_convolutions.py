@@ -1,12 +1,12 @@
 """The library that runs convolutions on the CPU (config.cpu_convolutions).
 
-JAX 0.10's XLA:CPU gives convolutions to YNNPACK. On a first-generation
-EPYC (Zen 1) its kernel gradients, convolutions with the batch as the
-feature axis and the output gradient as a 48x48 or 24x24 "kernel", run
-4.6-8.7x slower than Eigen's, which XLA:CPU used before: resnet_small's
-train step is 2.2-3.4x faster with Eigen there, level with PyTorch, and
-no slower on the other CPUs measured (experiments/BENCHMARKS.md,
-"Convolutions in Eigen").
+JAX 0.10's and 0.11's XLA:CPU give convolutions to YNNPACK. On a
+first-generation EPYC (Zen 1) its kernel gradients, convolutions with the
+batch as the feature axis and the output gradient as a 48x48 or 24x24
+"kernel", run 4.6-8.7x slower than Eigen's, which XLA:CPU used before:
+resnet_small's train step is 2.2-3.4x faster with Eigen there, level with
+PyTorch, and no slower on the other CPUs measured
+(experiments/BENCHMARKS.md, "Convolutions in Eigen").
 
 The choice is a compile option of each jitted function rather than an
 XLA_FLAGS entry: a flag that the installed jaxlib does not know aborts the
