@@ -8,8 +8,8 @@ the maximum of the window's four strided slices, and its gradient four
 selects interleaved back into place, which XLA fuses with the ops around
 them: forward and backward 4.6-5x faster than nn.max_pool's on the CPU,
 resnet_small's train step 6% (experiments/BENCHMARKS.md, "Max-pooling
-with an elementwise gradient" and "JAX 0.11.2"; not yet measured on a
-GPU).
+with an elementwise gradient" and "JAX 0.11.2, and the slices pool back
+from jaxlib 0.11"; not yet measured on a GPU).
 
 Same output as nn.max_pool and the same gradient, bit for bit
 (tests/test_max_pool.py): all of it to the first maximal element of each

@@ -18,9 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from fer_jax.models import max_pool
-
-from fer_jax.models import heads
+from fer_jax.models import heads, max_pool
 
 # Output channels per conv, 'M' for a max-pool: torchvision's cfgs['D'].
 VGG16_LAYERS = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512,
