@@ -94,10 +94,11 @@ def test_faces_learned_two_runs_up_a_chain_are_refused(synthetic_fer,
   b_run = rundir.RunDir(b, create=False)
   own = np.load(b_run.file(rundir.TRAIN_FACES))
   _check(b, this_run.data)  # B's own training faces alone pass.
-  data = dataset.load(b_data.data)
+  read_data = dataset.read(b_data.data)
+  data = dataset.load(b_data.data, read_data)
   passed_on = held_out.check(
-      {'model.init_from': (a,)}, dataset.read(b_data.data).splits['train'],
-      data, dataset.identity(data), own)
+      {'model.init_from': (a,)}, read_data.splits['train'], data,
+      dataset.identity(data), own)
   np.testing.assert_array_equal(
       passed_on, np.unique(np.load(rundir.RunDir(a, create=False).file(
           rundir.TRAIN_FACES))))
