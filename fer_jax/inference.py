@@ -48,7 +48,10 @@ def load_trained(run: rundir.RunDir, kind: str = 'best') -> TrainedModel:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
       models.variable_shapes(
           model, (1, spec.image_size, spec.image_size, spec.channels)))
-  restored = run.restore(kind, model=template)
+  restored = run.restore(
+      kind, model=template,
+      if_none_readable='train the run again, or give another run (for the '
+      'model packaged with fer_jax: reinstall fer_jax).')
   return TrainedModel(
       model, restored['model'], spec, class_names, restored['loop'],
       cpu_convolutions.compiler_options(cpu_convolutions.setting(config)))

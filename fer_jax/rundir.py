@@ -305,13 +305,16 @@ class RunDir:
                              force=True)
 
   def restore(self, kind: str, *, model: Any, optimizer: Any = None,
-              with_data_state: bool = False, ema: Any = None) -> dict:
+              with_data_state: bool = False, ema: Any = None,
+              if_none_readable: str | None = None) -> dict:
     """Restores the newest readable checkpoint of `kind`.
 
     `model`, `optimizer` and `ema` are templates (pytrees of arrays); the
     result holds them, `loop`, `step` and, if asked, `data`. A damaged newest
     checkpoint (a kill while writing, a full disk) falls back to the one
-    before it, with a warning.
+    before it, with a warning. `if_none_readable` tells the user what to do
+    when every one is damaged; by default, what a training run can do:
+    start afresh.
     """
     items = {'model': ocp.args.StandardRestore(_without_empty_dicts(model)),
              'loop': ocp.args.JsonRestore()}
@@ -340,9 +343,10 @@ class RunDir:
         # the previous checkpoint.
         logging.warning('Checkpoint %s/%d is unreadable (%s: %s); trying an '
                         'older one.', kind, step, type(e).__name__, e)
-    raise UserError(f'No readable {kind} checkpoint in {self.path} (tried '
-                    f'steps {steps}); delete {self.path}/checkpoints to start '
-                    'afresh.')
+    raise UserError(
+        f'No readable {kind} checkpoint in {self.path} (tried steps {steps}); '
+        + (if_none_readable
+           or f'delete {self.path}/checkpoints to start afresh.'))
 
   def wait_until_finished(self) -> None:
     for manager in self._managers.values():

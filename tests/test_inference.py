@@ -1,5 +1,8 @@
 """Batched forward passes, ten-crop test-time augmentation, evaluation."""
 
+import pathlib
+import shutil
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +13,7 @@ from fer_jax import inference, models, rundir
 from fer_jax.config import default_config
 from fer_jax.data import preprocess
 from fer_jax.errors import UserError
+from fer_jax.predict import predictor
 
 SPEC = preprocess.InputSpec(48, 1, (127.5,), (127.5,))
 
@@ -120,3 +124,47 @@ def test_a_run_stopped_before_loading_its_data_is_named(tmp_path):
   message = str(error.value)
   assert f'{run.path} has no dataset.json' in message
   assert f'python -m fer_jax.main --workdir={run.path}' in message
+
+
+def _damage(run, kind, step):
+  """Empties the array files of checkpoint `kind`/`step`, as a kill while
+  writing or a full disk leaves them."""
+  for data_file in pathlib.Path(run.checkpoint_dir(kind, step)).glob(
+      'model/**/d/*'):
+    data_file.write_bytes(b'')
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
+  run = rundir.RunDir(str(tmp_path / 'run'))
+  for step in (1, 2):
+    run.save('latest', step, loop={'epoch': step},
+             model={'params': {'w': np.full(3, step, np.float32)}})
+  run.wait_until_finished()
+  template = {'params': {'w': jax.ShapeDtypeStruct((3,), np.float32)}}
+  _damage(run, 'latest', 2)
+  restored = run.restore('latest', model=template)
+  assert restored['step'] == 1 and restored['loop'] == {'epoch': 1}
+  np.testing.assert_array_equal(restored['model']['params']['w'], [1, 1, 1])
+  assert 'Checkpoint latest/2 is unreadable' in caplog.text
+  _damage(run, 'latest', 1)
+  with pytest.raises(UserError) as error:
+    run.restore('latest', model=template)
+  # Training can start again; its resume offers that.
+  assert str(error.value) == (
+      f'No readable latest checkpoint in {run.path} (tried steps [2, 1]); '
+      f'delete {run.path}/checkpoints to start afresh.')
+
+
+def test_a_damaged_model_to_evaluate_asks_for_another_not_to_delete_it(
+    tmp_path):
+  # The packaged model, say, damaged in site-packages: deleting its
+  # checkpoints, training's remedy, would leave no model at all.
+  copy = shutil.copytree(predictor.PRETRAINED_DIR, tmp_path / 'pretrained')
+  run = rundir.RunDir(str(copy), create=False)
+  _damage(run, 'best', run.latest_step('best'))
+  with pytest.raises(UserError) as error:
+    inference.load_trained(run)
+  message = str(error.value)
+  assert f'No readable best checkpoint in {run.path}' in message
+  assert 'train the run again, or give another run' in message
+  assert 'reinstall fer_jax' in message and 'delete' not in message
