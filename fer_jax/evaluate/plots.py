@@ -13,7 +13,6 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from matplotlib.ticker import MaxNLocator  # pylint: disable=g-import-not-at-top
 import numpy as np
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 SCORES = ('precision', 'recall', 'f1')
 
@@ -34,6 +33,9 @@ def confusion_matrix(matrix: Sequence[Sequence[int]],
   rows = counts.sum(axis=1, keepdims=True)
   normalised = np.divide(counts, rows, out=np.zeros(counts.shape),
                          where=rows > 0)
+  # Imported when drawn, as in metrics.py: scikit-learn's 1.4 s would delay
+  # every command that imports this module.
+  from sklearn.metrics import ConfusionMatrixDisplay  # pylint: disable=import-outside-toplevel
   size = 3 + 0.6 * len(class_names)
   figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
   for ax, values, fmt, name in ((axes[0], counts, 'd', 'counts'),
@@ -82,6 +84,7 @@ def roc_curves(labels: np.ndarray, probabilities: np.ndarray,
                title: str = '') -> None:
   """One-vs-rest ROC curve of each class, its AUC in the legend; a class
   absent from `labels` (or the only one) has no curve."""
+  from sklearn.metrics import RocCurveDisplay  # pylint: disable=import-outside-toplevel
   figure, ax = plt.subplots(figsize=(6.5, 5.5))
   for index, name in enumerate(class_names):
     positives = labels == index
