@@ -340,9 +340,11 @@ class RunDir:
                 'step': step}
       except Exception as e:  # pylint: disable=broad-except
         # Orbax raises many types for damaged files; any of them means: try
-        # the previous checkpoint.
+        # the previous checkpoint. TensorStore's errors end in the specs of
+        # the arrays read, a kilobyte of JSON that says nothing to the user.
+        reason = str(e).split(' [tensorstore_spec', 1)[0]
         logging.warning('Checkpoint %s/%d is unreadable (%s: %s); trying an '
-                        'older one.', kind, step, type(e).__name__, e)
+                        'older one.', kind, step, type(e).__name__, reason)
     raise UserError(
         f'No readable {kind} checkpoint in {self.path} (tried steps {steps}); '
         + (if_none_readable

@@ -146,6 +146,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
   assert restored['step'] == 1 and restored['loop'] == {'epoch': 1}
   np.testing.assert_array_equal(restored['model']['params']['w'], [1, 1, 1])
   assert 'Checkpoint latest/2 is unreadable' in caplog.text
+  # The file that failed, without TensorStore's specs.
+  assert 'local file' in caplog.text
+  assert 'tensorstore_spec' not in caplog.text
   _damage(run, 'latest', 1)
   with pytest.raises(UserError) as error:
     run.restore('latest', model=template)
