@@ -126,7 +126,7 @@ def test_a_run_stopped_before_loading_its_data_is_named(tmp_path):
   assert f'python -m fer_jax.main --workdir={run.path}' in message
 
 
-def _damage(run, kind, step):
+def damage(run, kind, step):
   """Empties the array files of checkpoint `kind`/`step`, as a kill while
   writing or a full disk leaves them."""
   for data_file in pathlib.Path(run.checkpoint_dir(kind, step)).glob(
@@ -141,7 +141,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
              model={'params': {'w': np.full(3, step, np.float32)}})
   run.wait_until_finished()
   template = {'params': {'w': jax.ShapeDtypeStruct((3,), np.float32)}}
-  _damage(run, 'latest', 2)
+  damage(run, 'latest', 2)
   restored = run.restore('latest', model=template)
   assert restored['step'] == 1 and restored['loop'] == {'epoch': 1}
   np.testing.assert_array_equal(restored['model']['params']['w'], [1, 1, 1])
@@ -149,7 +149,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
   # The file that failed, without TensorStore's specs.
   assert 'local file' in caplog.text
   assert 'tensorstore_spec' not in caplog.text
-  _damage(run, 'latest', 1)
+  damage(run, 'latest', 1)
   with pytest.raises(UserError) as error:
     run.restore('latest', model=template)
   # Training can start again; its resume offers that.
@@ -164,7 +164,7 @@ def test_a_damaged_model_to_evaluate_asks_for_another_not_to_delete_it(
   # checkpoints, training's remedy, would leave no model at all.
   copy = shutil.copytree(predictor.PRETRAINED_DIR, tmp_path / 'pretrained')
   run = rundir.RunDir(str(copy), create=False)
-  _damage(run, 'best', run.latest_step('best'))
+  damage(run, 'best', run.latest_step('best'))
   with pytest.raises(UserError) as error:
     inference.load_trained(run)
   message = str(error.value)

@@ -21,6 +21,7 @@ from fer_jax.evaluate import ensemble, regenerate, tables
 from fer_jax.predict import predictor
 from fer_jax.train import loop
 from test_device_session import experiment_script
+from test_inference import damage
 from test_loop import tiny_config
 from test_plots import assert_png
 
@@ -178,6 +179,25 @@ def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):
       'sweep directory of them; give the --workdir of a training run or of '
       'a sweep.')
   assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_damaged_checkpoint_ends_the_report_before_the_data_is_read(
+    reported, tmp_path, monkeypatch):
+  """Reading FER2013 takes 9 s: a checkpoint that cannot be evaluated is
+  found first."""
+  run, _ = reported
+  damaged = rundir.RunDir(shutil.copytree(run.path, tmp_path / 'damaged'),
+                          create=False)
+  damage(damaged, 'best', damaged.latest_step('best'))
+
+  def load(data_config):
+    raise AssertionError(f'{data_config.path} read before the checkpoint')
+
+  monkeypatch.setattr(dataset, 'load', load)
+  with pytest.raises(UserError, match='No readable best checkpoint in '
+                     f'{re.escape(damaged.path)}'):
+    regenerate.regenerate([damaged.path], str(tmp_path / 'out'),
+                          data_path=str(tmp_path / 'fer2013.csv'))
 
 
 def test_a_released_copy_reproduces_and_keeps_its_report(reported, tmp_path,

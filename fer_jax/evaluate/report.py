@@ -45,12 +45,14 @@ def scores(logits: np.ndarray, labels: np.ndarray,
 
 
 def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
-                 ten_crop: bool = False,
-                 report_dir: str | None = None) -> Evaluation:
+                 ten_crop: bool = False, report_dir: str | None = None,
+                 trained: inference.TrainedModel | None = None
+                 ) -> Evaluation:
   """Evaluates the best checkpoint of `run`; writes report.json and the test
   confusion matrix into `report_dir` (default: the run directory).
 
-  `data` saves re-reading the dataset when the caller already holds it.
+  `data` and `trained` (its best checkpoint, restored) save reading them
+  again when the caller already holds them.
   `ten_crop` adds `report['ten_crop'][split]`: the same metrics with ten-crop
   test-time augmentation (inference.ten_crops). Without it, the ten-crop
   section of the report.json replaced is kept if it is of the same best
@@ -58,7 +60,8 @@ def evaluate_run(run: rundir.RunDir, data: sources.FerData | None = None, *,
   what fer_jax.release ships.
   """
   config = run.load_config()
-  trained = inference.load_trained(run, 'best')
+  if trained is None:
+    trained = inference.load_trained(run, 'best')
   if data is None:
     data = dataset.load(config.data)
   changed = [name for name in dataset.changed_splits(
