@@ -87,7 +87,7 @@ def test_class_names_are_in_fer2013_emotion_order():
 
 @pytest.mark.parametrize('form', [
     'csv', 'csv.gz', 'tar.gz', 'tgz', 'dir', 'csv with byte-order mark',
-    'extracted tar'])
+    'tar.gz with quoted fields and CRLF', 'extracted tar'])
 def test_challenge_csv_forms_give_the_rows_by_usage(synthetic_fer, form):
   fer = synthetic_fer
   if form == 'csv':
@@ -100,6 +100,13 @@ def test_challenge_csv_forms_give_the_rows_by_usage(synthetic_fer, form):
     path = str(fer.root / 'fer2013.csv')
     with open(path, 'w', encoding='utf-8-sig') as f:
       f.write(fer.csv_text())
+  elif form == 'tar.gz with quoted fields and CRLF':
+    # As a spreadsheet program may save it; an archive's lines keep their
+    # '\r' (a plain file is read with universal newlines).
+    quoted = ['"' + line.replace(',', '","') + '"' for line in fer.csv_lines()]
+    text = fer.csv_text(quoted[:5] + fer.csv_lines()[5:])
+    path = fer.write_tar(members={
+        'fer2013/fer2013.csv': text.replace('\n', '\r\n').encode()})
   elif form == 'extracted tar':
     fer.write_csv('download/fer2013/fer2013.csv')
     path = str(fer.root / 'download')
