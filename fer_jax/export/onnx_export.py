@@ -146,7 +146,7 @@ def export(workdir: str | None, out: str, checkpoint: str = 'best') -> str:
     raise UserError(f'--workdir={workdir}: no such directory; give the '
                     'directory of a training run.')
   # pylint: disable-next=protected-access
-  run = rundir.RunDir(workdir or predictor._pretrained_workdir(), create=False)
+  run = rundir.RunDir(workdir or predictor.pretrained_workdir(), create=False)
   trained = inference.load_trained(run, checkpoint)
   with open(run.file(rundir.CONFIG)) as f:
     config_text = f.read()

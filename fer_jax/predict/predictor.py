@@ -42,7 +42,8 @@ class Face:
             'probs': {name: round(p, 6) for name, p in self.probs.items()}}
 
 
-def _pretrained_workdir() -> str:
+def pretrained_workdir() -> str:
+  """PRETRAINED_DIR, the default run of the predictor and the exporter."""
   if not os.path.isfile(os.path.join(PRETRAINED_DIR, 'config.json')):
     raise UserError(f'No model ships in {PRETRAINED_DIR} yet; pass '
                     '--workdir=<run directory> of a model trained with '
@@ -169,7 +170,7 @@ class Predictor(FacePredictor):
     if checkpoint not in CHECKPOINTS:
       raise UserError(f'checkpoint={checkpoint!r} is not one of '
                       f'{CHECKPOINTS}.')
-    run = rundir.RunDir(workdir or _pretrained_workdir(), create=False)
+    run = rundir.RunDir(workdir or pretrained_workdir(), create=False)
     return cls(inference.load_trained(run, checkpoint), **options)
 
   def classify(self, crops: np.ndarray) -> np.ndarray:
