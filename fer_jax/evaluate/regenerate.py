@@ -101,7 +101,7 @@ def regenerate(paths: Sequence[str], out_dir: str, *, data_path: str = '',
     config = run.load_config()
     key = json.dumps([config.data.to_dict(), config.seed, data_path,
                       ferplus_path])
-    # Before the data (9 s for FER2013): a missing or damaged checkpoint
+    # Before the data (6 s for FER2013): a missing or damaged checkpoint
     # ends the command at once.
     trained = inference.load_trained(run, 'best')
     if key not in loaded:

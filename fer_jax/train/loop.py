@@ -145,7 +145,7 @@ class _Trainer:
     self.main = jax.process_index() == 0
     self.run, previous_config = _open_run(config, workdir)
     # Read once: held_out.check may need the training split before the
-    # class options (reading the real CSV takes 9 s on a 2-core EPYC).
+    # class options (reading the real CSV takes 6 s on a 2-core EPYC).
     read_data = dataset.read(config.data)
     self.data = dataset.load(config.data, read_data)
     config_check.check_metrics(config.train, self.data.class_names)
