@@ -183,7 +183,7 @@ def test_not_a_run_directory_is_one_clean_error(reported, tmp_path):
 
 def test_a_damaged_checkpoint_ends_the_report_before_the_data_is_read(
     reported, tmp_path, monkeypatch):
-  """Reading FER2013 takes 9 s: a checkpoint that cannot be evaluated is
+  """Reading FER2013 takes 6 s: a checkpoint that cannot be evaluated is
   found first."""
   run, _ = reported
   damaged = rundir.RunDir(shutil.copytree(run.path, tmp_path / 'damaged'),

@@ -145,7 +145,6 @@ def export(workdir: str | None, out: str, checkpoint: str = 'best') -> str:
   if workdir and not os.path.isdir(workdir):
     raise UserError(f'--workdir={workdir}: no such directory; give the '
                     'directory of a training run.')
-  # pylint: disable-next=protected-access
   run = rundir.RunDir(workdir or predictor.pretrained_workdir(), create=False)
   trained = inference.load_trained(run, checkpoint)
   with open(run.file(rundir.CONFIG)) as f:
