@@ -8,13 +8,10 @@ Re-running the same command on an existing workdir resumes it. On several
 hosts, run it once per process with --config.distributed.* (README).
 """
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from fer_jax import cli, inference
-from fer_jax.evaluate import report
-from fer_jax.train import loop
+from fer_jax import cli
 
 config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py).',
                                 lock_config=True)
@@ -26,6 +23,15 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # Imported once the flags have parsed: JAX, Flax, orbax, Grain and
+  # matplotlib take 2.3 s, and a mistyped flag or config override is
+  # answered without them.
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from fer_jax import inference
+  from fer_jax.evaluate import report
+  from fer_jax.train import loop
+  # pylint: enable=import-outside-toplevel
   cli.log_info()
   with cli.exits_on_user_errors():
     run, data = loop.train(flags.FLAGS.config, flags.FLAGS.workdir)
