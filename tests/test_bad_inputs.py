@@ -191,12 +191,14 @@ def test_unknown_config_key_is_one_line(csv_path, tmp_path):
                          'Did you mean "epochs"')
 
 
-def test_flags_are_parsed_before_the_training_stack_is_imported():
+@pytest.mark.parametrize('command', ['fer_jax.main', 'fer_jax.sweep'])
+def test_flags_are_parsed_before_the_training_stack_is_imported(command):
   """A mistyped flag or override is answered in 0.3 s, not after the 2.3 s
-  that these take to import (BENCHMARKS, "Start-up")."""
+  that these take to import (BENCHMARKS, "Start-up"). The sweep command
+  parses a sweep file as its config, which imports fer_jax.sweeps."""
   heavy = ('jax', 'flax', 'optax', 'orbax', 'grain', 'matplotlib', 'sklearn')
   result = subprocess.run(
-      [sys.executable, '-c', 'import sys, fer_jax.main; '
+      [sys.executable, '-c', f'import sys, {command}, fer_jax.sweeps; '
        f'print(sorted(set({heavy!r}) & set(sys.modules)))'],
       capture_output=True, text=True, cwd=ROOT, check=True, timeout=60)
   assert result.stdout.strip() == '[]'

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import fakedata
-from fer_jax import rundir, sweeps
+from fer_jax import rundir, sweep_runner, sweeps
 from fer_jax.errors import UserError
 from fer_jax.predict.predictor import PRETRAINED_DIR
 from fer_jax.train import loop
@@ -45,7 +45,7 @@ def _experiment(name):
 def _load(config_file, workdir='sweep', **global_overrides):
   """Sweep.load as `python -m fer_jax.sweep` does it, without flags."""
   base = sweeps.resolve(sweeps.load_config(config_file), global_overrides)
-  return sweeps.Sweep.load(config_file, base, global_overrides, workdir)
+  return sweep_runner.Sweep.load(config_file, base, global_overrides, workdir)
 
 
 def test_resnet_small_sweep_is_the_exact_product():
@@ -209,8 +209,8 @@ def test_a_run_starts_from_an_earlier_run_of_its_sweep(chain_sweep, tmp_path):
       (), ('first',), ('second', 'first')]
   with pytest.raises(UserError, match=r'Sweep run third starts from run '
                      r'second, which is not trained: add --run=second'):
-    sweeps.run_sweep(sweep, workdir, names=['first', 'third'])
-  sweeps.run_sweep(sweep, workdir)
+    sweep_runner.run_sweep(sweep, workdir, names=['first', 'third'])
+  sweep_runner.run_sweep(sweep, workdir)
   third = rundir.RunDir(os.path.join(workdir, 'third'), create=False)
   assert third.read_json(rundir.INIT_FROM)['path'] == os.path.abspath(
       os.path.join(workdir, 'second'))
@@ -234,7 +234,7 @@ def test_runs_after_a_failed_run_are_named_as_not_started(chain_sweep,
       r'^1 of the 3 sweep runs trained failed \(first\), and 2 not started '
       r'as they start from a failed run \(second, third\); first: The '
       r'train split has 84 images, fewer than one batch')):
-    sweeps.run_sweep(sweep, workdir)
+    sweep_runner.run_sweep(sweep, workdir)
   assert not os.path.exists(os.path.join(workdir, 'second'))
 
 
@@ -268,11 +268,11 @@ def test_parallel_runs_wait_for_earlier_runs_and_skip_after_failures(
       events.append(f'end {name}')
     return subprocess.CompletedProcess(command, 1 if name == failing else 0)
 
-  monkeypatch.setattr(sweeps, 'device_slots', lambda: ['0', '1', '2'])
-  monkeypatch.setattr(sweeps.subprocess, 'run', fake_run)
+  monkeypatch.setattr(sweep_runner, 'device_slots', lambda: ['0', '1', '2'])
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', fake_run)
   failing = None
   runs = [*sweep.runs, dataclasses.replace(sweep.runs[0], name='free')]
-  assert sweeps._train_in_subprocesses(  # pylint: disable=protected-access
+  assert sweep_runner._train_in_subprocesses(  # pylint: disable=protected-access
       sweep, runs, str(tmp_path), 1) == {}
   # 'free' needs no earlier run: it trains beside 'first'.
   assert sorted(events[:2]) == ['start first', 'start free']
@@ -280,7 +280,7 @@ def test_parallel_runs_wait_for_earlier_runs_and_skip_after_failures(
   assert events.index('start third') > events.index('end second')
   events.clear()
   failing = 'second'
-  failures = sweeps._train_in_subprocesses(  # pylint: disable=protected-access
+  failures = sweep_runner._train_in_subprocesses(  # pylint: disable=protected-access
       sweep, sweep.runs, str(tmp_path), 1)
   assert list(failures) == ['second', 'third']
   assert failures['third'] == ('not started: it starts from second, which '
@@ -298,7 +298,7 @@ def test_sequential_sweep_skips_finished_runs(tiny_sweep, tmp_path,
   sweep_file, data_path = tiny_sweep((0.0, 0.2))
   workdir = str(tmp_path / 'sweep')
   sweep = _load(sweep_file, **{'data.path': data_path})
-  summary = sweeps.run_sweep(sweep, workdir)
+  summary = sweep_runner.run_sweep(sweep, workdir)
 
   rows = _summary(workdir)
   assert [(r['run'], r['dropout'], r['epochs']) for r in rows] == [
@@ -314,15 +314,15 @@ def test_sequential_sweep_skips_finished_runs(tiny_sweep, tmp_path,
     raise AssertionError(f'trained again: {args}')
 
   monkeypatch.setattr(loop, 'train', no_training)
-  sweeps.run_sweep(sweep, workdir)
+  sweep_runner.run_sweep(sweep, workdir)
   assert os.path.getmtime(report) == finished_at
   # Naming one run (--run) still tabulates every finished run.
-  sweeps.run_sweep(sweep, workdir, names=['dropout=0.2'])
+  sweep_runner.run_sweep(sweep, workdir, names=['dropout=0.2'])
   assert [r['run'] for r in _summary(workdir)] == [
       'dropout=0.0', 'dropout=0.2']
   # Another config (here more epochs) is not finished: its run resumes.
   longer = _load(sweep_file, **{'data.path': data_path, 'train.epochs': 2})
-  assert not sweeps.is_finished(os.path.join(workdir, 'dropout=0.0'),
+  assert not sweep_runner.is_finished(os.path.join(workdir, 'dropout=0.0'),
                                 longer.runs[0].config)
 
 
@@ -334,27 +334,27 @@ def test_subprocess_sweep_trains_with_the_same_config(tiny_sweep, tmp_path):
                           f'--config.data.path={data_path}')
   assert result.returncode == 0, result.stderr
   assert [r['run'] for r in _summary(workdir)] == ['dropout=0.2']
-  with open(workdir / 'dropout=0.2' / sweeps.LOG) as f:
+  with open(workdir / 'dropout=0.2' / sweep_runner.LOG) as f:
     command = f.readline()
   assert command.startswith('$ ') and '--config.model.dropout=0.2' in command
   # The run's config.json equals the in-process one: reruns skip it.
   run, = _load(sweep_file, **{'data.path': data_path}).runs
-  assert sweeps.is_finished(str(workdir / run.name), run.config)
+  assert sweep_runner.is_finished(str(workdir / run.name), run.config)
 
 
 # A run that checkpoints for a second when stopped, as fer_jax.main does.
 SLOW_TO_STOP_RUN = """
 import subprocess, sys
-from fer_jax import sweeps
+from fer_jax import sweep_runner, sweeps
 
 class Sweep:
   def main_command(self, run, workdir):
     return ['bash', '-c', 'trap "sleep 1; touch {done}; exit 0" TERM; '
             'touch {started}; while true; do sleep 0.1; done']
 
-sweeps.device_slots = lambda: ['']
-sweeps._train_in_subprocesses(Sweep(), [sweeps.Run('a', {{}}, None)],
-                              sys.argv[1], 1)
+sweep_runner.device_slots = lambda: ['']
+sweep_runner._train_in_subprocesses(Sweep(), [sweeps.Run('a', {{}}, None)],
+                                    sys.argv[1], 1)
 """
 
 
@@ -395,20 +395,20 @@ def test_runs_share_each_gpu(slots, runs_per_device, fraction, expected,
       running[0] += 1
       peak[0] = max(peak[0], running[0])
       seen.add((env.get('CUDA_VISIBLE_DEVICES'),
-                env.get(sweeps.MEMORY_FRACTION)))
+                env.get(sweep_runner.MEMORY_FRACTION)))
     time.sleep(0.05)
     with lock:
       running[0] -= 1
     return subprocess.CompletedProcess(command, 0)
 
-  monkeypatch.setattr(sweeps, 'device_slots', lambda: slots)
-  monkeypatch.setattr(sweeps.subprocess, 'run', fake_run)
+  monkeypatch.setattr(sweep_runner, 'device_slots', lambda: slots)
+  monkeypatch.setattr(sweep_runner.subprocess, 'run', fake_run)
   monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
   if fraction:
-    monkeypatch.setenv(sweeps.MEMORY_FRACTION, fraction)
+    monkeypatch.setenv(sweep_runner.MEMORY_FRACTION, fraction)
   else:
-    monkeypatch.delenv(sweeps.MEMORY_FRACTION, raising=False)
-  assert sweeps._train_in_subprocesses(  # pylint: disable=protected-access
+    monkeypatch.delenv(sweep_runner.MEMORY_FRACTION, raising=False)
+  assert sweep_runner._train_in_subprocesses(  # pylint: disable=protected-access
       sweep, sweep.runs, str(tmp_path), runs_per_device) == {}
   assert seen == expected
   assert peak[0] == (len(slots) * runs_per_device if slots != [''] else 1)

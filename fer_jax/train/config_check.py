@@ -1,6 +1,7 @@
 """Checks a training config before any data is read or anything compiles, so
 that a mistyped name or a bad value costs seconds, not a failed run; also
-used by sweeps to check every run of a sweep before the first one starts.
+used by sweep_runner to check every run of a sweep before the first one
+starts.
 """
 
 import ml_collections
