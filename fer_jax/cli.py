@@ -18,11 +18,12 @@ from fer_jax.errors import Interrupted, UserError
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with a missing config file or a mistyped override as
-  one line, not a traceback."""
+  """absl's parser, with an unknown or missing flag, a missing config file
+  or a mistyped override as one line, not a traceback."""
   try:
     unparsed = flags.FLAGS(argv)
-    flags.FLAGS.config.keys()  # config_flags defers load errors to first use.
+    if 'config' in flags.FLAGS:
+      flags.FLAGS.config.keys()  # config_flags defers load errors to use.
     return unparsed
   except OSError as e:
     print(f'error: {_config_file_error(e, _config_path(argv))}',

@@ -191,7 +191,23 @@ def test_unknown_config_key_is_one_line(csv_path, tmp_path):
                          'Did you mean "epochs"')
 
 
-@pytest.mark.parametrize('command', ['fer_jax.main', 'fer_jax.sweep'])
+@pytest.mark.parametrize('command', ['fer_jax.main', 'fer_jax.sweep',
+                                     'fer_jax.report', 'fer_jax.release',
+                                     'fer_jax.convert'])
+def test_an_unknown_flag_is_one_line_in_every_absl_command(command):
+  # python -m fer_jax.predict and fer_jax.export parse with argparse, whose
+  # usage line comes with its error.
+  result = subprocess.run([sys.executable, '-m', command, '--nosuchflag=1'],
+                          capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+      "error: Unknown command line flag 'nosuchflag'. Pass --helpfull for "
+      'the flags.']
+
+
+@pytest.mark.parametrize('command', ['fer_jax.main', 'fer_jax.sweep',
+                                     'fer_jax.report'])
 def test_flags_are_parsed_before_the_training_stack_is_imported(command):
   """A mistyped flag or override is answered in 0.3 s, not after the 2.3 s
   that these take to import (BENCHMARKS, "Start-up"). The sweep command
