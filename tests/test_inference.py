@@ -41,6 +41,17 @@ def test_batched_logits_pad_without_changing_results():
   assert logits_fn._cache_size() == 2  # Batch 8 and batch 1, nothing else.
 
 
+def test_fewer_images_than_a_batch_pad_to_a_power_of_two():
+  """A split of 5 faces runs as a batch of 8, not of the 512 asked for."""
+  shapes = []
+  logits_fn = lambda variables, images: shapes.append(images.shape) or (
+      np.zeros((len(images), 7), np.float32))
+  for count in (5, 8, 1, 600):
+    logits = inference.batched_logits(logits_fn, None, _images(count), 512)
+    assert logits.shape == (count, 7)
+  assert [shape[0] for shape in shapes] == [8, 8, 1, 512, 512]
+
+
 def test_ten_crops_are_corners_centre_and_mirrors():
   images = jnp.arange(48 * 48, dtype=jnp.float32).reshape(1, 48, 48)
   crops = inference.ten_crops(images, 0.5)

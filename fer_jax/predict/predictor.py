@@ -178,9 +178,6 @@ class Predictor(FacePredictor):
     from fer_jax import inference  # pylint: disable=import-outside-toplevel
     if not len(crops):
       return np.zeros((0, len(self.class_names)), np.float32)
-    # The smallest power of two that holds them: one face does not pay for
-    # a full batch, and the set of compiled shapes stays small.
-    padded_size = min(self.batch_size, 1 << (len(crops) - 1).bit_length())
     logits = inference.batched_logits(self._logits_fn, self._variables, crops,
-                                      padded_size)
+                                      self.batch_size)
     return softmax(logits)
