@@ -199,9 +199,10 @@ SPREAD_FILES = ('test_zoo_training.py', 'test_convert.py')
 # one worker alone for that minute). Files taking 40 s or more on a clean
 # clone, longest first; the others follow in their usual order.
 SLOWEST_FIRST = SPREAD_FILES + (
-    'test_resume.py', 'test_loop.py', 'test_real_data.py', 'test_export.py',
-    'test_sweep.py', 'test_phases.py', 'test_models.py', 'test_bad_inputs.py',
-    'test_distill.py')
+    'test_loop.py', 'test_sweep.py', 'test_real_data.py', 'test_resume.py',
+    'test_export.py', 'test_bad_inputs.py', 'test_distill.py',
+    'test_models.py', 'test_phases.py', 'test_report.py',
+    'test_device_augment.py', 'test_distributed.py', 'test_train_step.py')
 
 
 def pytest_configure(config):
