@@ -26,7 +26,7 @@ import shutil
 
 from absl import app, flags
 
-from fer_jax import cli, rundir
+from fer_jax import cli
 from fer_jax.errors import UserError
 
 flags.DEFINE_string('workdir', None, 'The finished training run to ship.')
@@ -39,8 +39,6 @@ flags.DEFINE_string('device', '', 'The machine it was trained on.')
 flags.DEFINE_string('wall_time', '', 'The training command\'s wall time.')
 flags.mark_flags_as_required(['workdir', 'out'])
 
-_FILES = (rundir.CONFIG, rundir.DATASET, rundir.METRICS, rundir.REPORT)
-
 
 def _figures(split_report: dict) -> dict:
   return {key: split_report[key]
@@ -49,42 +47,47 @@ def _figures(split_report: dict) -> dict:
                      in split_report['per_class'].items()}}
 
 
-def _check_out(out: str, run: rundir.RunDir) -> None:
+def _check_out(out: str, workdir: str, release_file: str) -> None:
   """UserError unless `out` can be replaced: a new or empty folder, or an
-  earlier release. Anything else may be the run itself or a user's files."""
+  earlier release (holding `release_file`). Anything else may be the run
+  itself or a user's files."""
   out_path = os.path.realpath(out)
-  run_path = os.path.realpath(run.path)
+  run_path = os.path.realpath(workdir)
   if os.path.commonpath([out_path, run_path]) == out_path:
-    raise UserError(f'--out={out} is --workdir={run.path} or a folder above '
+    raise UserError(f'--out={out} is --workdir={workdir} or a folder above '
                     'it, which releasing (it replaces --out) would delete; '
                     'choose another folder, e.g. fer_jax/pretrained.')
   if os.path.exists(out) and not os.path.isdir(out):
     raise UserError(f'--out={out} is a file, not a folder; choose a folder '
                     'for the released run directory.')
   if (os.path.isdir(out) and os.listdir(out)
-      and not os.path.isfile(os.path.join(out, rundir.RELEASE))):
+      and not os.path.isfile(os.path.join(out, release_file))):
     raise UserError(f'--out={out} holds files and is no earlier release (no '
-                    f'{rundir.RELEASE}); releasing replaces --out, so choose '
+                    f'{release_file}); releasing replaces --out, so choose '
                     'a new or empty folder, or an earlier release.')
 
 
 def release(workdir: str, out: str, **provenance: str) -> dict:
   """Copies run `workdir` to `out` (see the module docstring); returns the
   release.json it writes there."""
+  # Imported here, not above: JAX and orbax take 1.5-2 s, and `python -m
+  # fer_jax.release` answers a mistyped flag without them, as fer_jax.main.
+  from fer_jax import rundir  # pylint: disable=import-outside-toplevel
+  required = (rundir.CONFIG, rundir.DATASET, rundir.METRICS, rundir.REPORT)
   run = rundir.RunDir(workdir, create=False)
   step = run.latest_step('best')
-  missing = [name for name in _FILES if not os.path.isfile(run.file(name))]
+  missing = [name for name in required if not os.path.isfile(run.file(name))]
   if step is None or missing:
     raise UserError(f'{workdir} is not a finished run (missing '
                     f'{", ".join(missing) or "a best checkpoint"}): let its '
                     'training end, which writes report.json.')
   report = run.read_report()
-  _check_out(out, run)
+  _check_out(out, run.path, rundir.RELEASE)
   if os.path.exists(out):
     shutil.rmtree(out)
   os.makedirs(out)
-  for name in _FILES + (rundir.INIT_FROM, rundir.DISTILL_FROM,
-                        rundir.CONFIG_HISTORY, rundir.TRAIN_FACES):
+  for name in required + (rundir.INIT_FROM, rundir.DISTILL_FROM,
+                          rundir.CONFIG_HISTORY, rundir.TRAIN_FACES):
     if os.path.isfile(run.file(name)):  # Not every run has each.
       shutil.copy2(run.file(name), os.path.join(out, name))
   released = rundir.RunDir(out, create=False)

@@ -207,7 +207,8 @@ def test_an_unknown_flag_is_one_line_in_every_absl_command(command):
 
 
 @pytest.mark.parametrize('command', ['fer_jax.main', 'fer_jax.sweep',
-                                     'fer_jax.report'])
+                                     'fer_jax.report', 'fer_jax.release',
+                                     'fer_jax.export.__main__'])
 def test_flags_are_parsed_before_the_training_stack_is_imported(command):
   """A mistyped flag or override is answered in 0.3 s, not after the 2.3 s
   that these take to import (BENCHMARKS, "Start-up"). The sweep command

@@ -13,11 +13,9 @@ own size) and `config` (the run's config.json text). Conversion is
 jax2onnx's (pip install ".[onnx]").
 """
 
-import argparse
 import json
 import logging
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -161,29 +159,3 @@ def export(workdir: str | None, out: str, checkpoint: str = 'best') -> str:
     raise UserError(f'Cannot write --out={out} ({e.strerror}); choose '
                     'another path.') from None
   return out
-
-
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m fer_jax.export',
-      description='Exports a trained model to an ONNX file of grey face '
-      'crops -> class probabilities.')
-  parser.add_argument('--workdir', help='training run directory (default: '
-                      f'the model in {predictor.PRETRAINED_DIR})')
-  parser.add_argument('--out', required=True, help='the .onnx file to write')
-  parser.add_argument('--checkpoint', choices=predictor.CHECKPOINTS,
-                      default='best',
-                      help='which checkpoint of the run (default %(default)s)')
-  return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-  args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    path = export(args.workdir, args.out, args.checkpoint)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  size = os.path.getsize(path)
-  print(f'Wrote {path} ({size / 1e6:.1f} MB).', file=sys.stderr)
-
