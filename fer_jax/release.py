@@ -70,7 +70,7 @@ def _check_out(out: str, workdir: str, release_file: str) -> None:
 def release(workdir: str, out: str, **provenance: str) -> dict:
   """Copies run `workdir` to `out` (see the module docstring); returns the
   release.json it writes there."""
-  # Imported here, not above: JAX and orbax take 1.5-2 s, and `python -m
+  # Imported here, not above: JAX and orbax take 1.4-1.9 s, and `python -m
   # fer_jax.release` answers a mistyped flag without them, as fer_jax.main.
   from fer_jax import rundir  # pylint: disable=import-outside-toplevel
   required = (rundir.CONFIG, rundir.DATASET, rundir.METRICS, rundir.REPORT)

@@ -210,9 +210,9 @@ def test_an_unknown_flag_is_one_line_in_every_absl_command(command):
                                      'fer_jax.report', 'fer_jax.release',
                                      'fer_jax.export.__main__'])
 def test_flags_are_parsed_before_the_training_stack_is_imported(command):
-  """A mistyped flag or override is answered in 0.3 s, not after the 2.3 s
-  that these take to import (BENCHMARKS, "Start-up"). The sweep command
-  parses a sweep file as its config, which imports fer_jax.sweeps."""
+  """A mistyped flag or override is answered in 0.2-0.4 s, not after the
+  1.4-2.3 s that these take to import (BENCHMARKS, "Start-up"). The sweep
+  command parses a sweep file as its config, which imports fer_jax.sweeps."""
   heavy = ('jax', 'flax', 'optax', 'orbax', 'grain', 'matplotlib', 'sklearn')
   result = subprocess.run(
       [sys.executable, '-c', f'import sys, {command}, fer_jax.sweeps; '
