@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from fer_jax.errors import UserError
+from fer_jax import cli
 from fer_jax.predict import predictor
 
 
@@ -27,11 +27,8 @@ def main() -> None:
   # Imported once the arguments have parsed, as in fer_jax.main: a mistyped
   # one is answered without JAX and Flax.
   from fer_jax.export import onnx_export  # pylint: disable=import-outside-toplevel
-  try:
+  with cli.exits_on_user_errors():
     path = onnx_export.export(args.workdir, args.out, args.checkpoint)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
   size = os.path.getsize(path)
   print(f'Wrote {path} ({size / 1e6:.1f} MB).', file=sys.stderr)
 
