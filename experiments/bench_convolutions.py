@@ -132,19 +132,17 @@ def _time_jax(library: str, convolutions: list[dict]) -> list[list[float]]:
     w = jnp.asarray(rng.normal(size=convolution['kernel']), jnp.float32)
     dy = jnp.ones(jax.eval_shape(conv, x, w).shape)
     forward = jax.jit(conv, compiler_options=options)
-    gradient = {part: jax.jit(
-        lambda x, w, dy, i=i: jax.vjp(conv, x, w)[1](dy)[i],
-        compiler_options=options) for i, part in enumerate(PARTS[1:])}
+    gradients = [jax.jit(lambda x, w, dy, i=i: jax.vjp(conv, x, w)[1](dy)[i],
+                         compiler_options=options) for i in (0, 1)]  # dX, dW.
     calls = [lambda: forward(x, w).block_until_ready()] + [
-        lambda f=f: f(x, w, dy).block_until_ready()
-        for f in gradient.values()]
+        lambda f=f: f(x, w, dy).block_until_ready() for f in gradients]
     times.append([_median_ms(call) for call in calls])
   return times
 
 
 def _time_torch(convolutions: list[dict]) -> list[list[float]]:
+  # Torch's own thread count, as bench_train.py's reference runs with.
   import torch  # pylint: disable=import-outside-toplevel
-  torch.set_num_threads(os.cpu_count())
   times = []
   for convolution in convolutions:
     batch, height, width, _ = convolution['input']
